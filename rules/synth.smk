@@ -1,0 +1,47 @@
+# The embedded default: synthetic COCO-format scenes and the small LLaVA captioner trained on them.
+
+
+rule synth_split:
+    output:
+        annotations="results/synth/annotations/instances_{split}.json",
+        images=directory("results/synth/{split}"),
+    log:
+        "results/logs/synth_split/{split}.log",
+    params:
+        seed=lambda w: config["synth"]["seed"] + SYNTH_SPLITS[w.split],
+        n_images=lambda w: config["synth"][f"{w.split}_images"],
+        synth=config["synth"],
+    script:
+        "../workflow/scripts/synth_split.py"
+
+
+rule train_captioner:
+    input:
+        **synth_split_files("train"),
+    output:
+        directory(TRAINED_MODEL),
+    log:
+        "results/logs/train_captioner.log",
+    threads: config["threads"]
+    params:
+        settings=lambda w: config["captioner"]
+        | {"image_size": config["synth"]["image_size"]},
+        prompt=config["prompt"],
+    script:
+        "../workflow/scripts/train_captioner.py"
+
+
+rule evaluate_captioner:
+    input:
+        **synth_split_files("val"),
+        model=TRAINED_MODEL,
+    output:
+        report("results/model/eval.json", category="Captioner"),
+    log:
+        "results/logs/evaluate_captioner.log",
+    threads: config["threads"]
+    params:
+        prompt=config["prompt"],
+        device=config["model"]["device"],
+    script:
+        "../workflow/scripts/evaluate_captioner.py"

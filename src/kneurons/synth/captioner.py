@@ -1,0 +1,209 @@
+"""The embedded default's captioner: a small LlavaForConditionalGeneration trained from scratch on the CPU.
+
+Architecture (chosen so that the decoder, not the vision tower, recognises objects): the vision tower's patch
+embeddings (hidden_states[0]: patch conv + position embedding + pre-LayerNorm) go through a linear projector
+(``projector_hidden_act="linear"``) into a Llama decoder with a gated SiLU MLP, so the decoder's FFNs at the image
+positions must do the recognising. Word-level tokenizer from the ``tokenizers`` library.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+from transformers import (
+    CLIPVisionConfig,
+    LlamaConfig,
+    LlavaConfig,
+    LlavaForConditionalGeneration,
+    LlavaProcessor,
+    PreTrainedTokenizerFast,
+)
+from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+from kneurons.captions import describe
+from kneurons.coco import ImageRecord, read_image
+from kneurons.inpaint import remove_objects
+from kneurons.io import atomic_path
+
+SPECIAL_TOKENS = ("<pad>", "<unk>", "<s>", "</s>", "<image>")
+
+
+@dataclass(frozen=True)
+class CaptionerSettings:
+    """Architecture and training settings of the tiny captioner (config key ``captioner``)."""
+
+    image_size: int = 96
+    patch_size: int = 12
+    vision_hidden: int = 64
+    hidden: int = 128
+    intermediate: int = 512
+    layers: int = 6
+    heads: int = 4
+    steps: int = 1400
+    batch_size: int = 64
+    lr: float = 2e-3
+    warmup: int = 50
+    weight_decay: float = 0.01
+    inpaint_prob: float = 0.4
+    seed: int = 0
+
+
+def record_caption(record: ImageRecord, removed: int | None = None) -> str:
+    """The caption continuation of a synthetic record, without the object at index ``removed``."""
+    names = [a.category for i, a in enumerate(record.annotations) if i != removed]
+    return describe(record.extra["background"], names)
+
+
+def build_tokenizer(texts: list[str]) -> PreTrainedTokenizerFast:
+    """A lower-casing word-level tokenizer over the words and punctuation of ``texts``; BOS is prepended."""
+    tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.train_from_iterator(texts, trainers.WordLevelTrainer(special_tokens=list(SPECIAL_TOKENS)))
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A", special_tokens=[("<s>", tok.token_to_id("<s>"))]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        extra_special_tokens={"image_token": "<image>"},
+    )
+
+
+def build_processor(tokenizer: PreTrainedTokenizerFast, settings: CaptionerSettings) -> LlavaProcessor:
+    """A LlavaProcessor: CLIP-normalised square images and the image token expanded to P = (size/patch)²."""
+    size = settings.image_size
+    image_processor = CLIPImageProcessorPil(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
+    return LlavaProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=settings.patch_size,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+        image_token="<image>",
+    )
+
+
+def build_model(tokenizer: PreTrainedTokenizerFast, settings: CaptionerSettings) -> LlavaForConditionalGeneration:
+    """A randomly initialised LlavaForConditionalGeneration reading the vision tower's patch embeddings."""
+    s = settings
+    vision = CLIPVisionConfig(
+        hidden_size=s.vision_hidden,
+        intermediate_size=2 * s.vision_hidden,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        image_size=s.image_size,
+        patch_size=s.patch_size,
+    )
+    p = (s.image_size // s.patch_size) ** 2
+    text = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=s.hidden,
+        intermediate_size=s.intermediate,
+        num_hidden_layers=s.layers,
+        num_attention_heads=s.heads,
+        num_key_value_heads=s.heads,
+        hidden_act="silu",
+        max_position_embeddings=p + 64,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    config = LlavaConfig(
+        vision_config=vision,
+        text_config=text,
+        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+        projector_hidden_act="linear",
+        # hidden_states[0] (the patch embeddings); 0 itself is read as "unset" by transformers, so count back.
+        vision_feature_layer=-(vision.num_hidden_layers + 1),
+        vision_feature_select_strategy="default",
+        image_seq_length=p,
+        tie_word_embeddings=True,
+    )
+    model = LlavaForConditionalGeneration(config)
+    model.generation_config.update(
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
+    )
+    return model
+
+
+def _lr_factor(step: int, settings: CaptionerSettings) -> float:
+    """Linear warm-up then cosine decay to 0."""
+    if step < settings.warmup:
+        return (step + 1) / settings.warmup
+    progress = (step - settings.warmup) / max(1, settings.steps - settings.warmup)
+    return 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def train_captioner(
+    records: list[ImageRecord], prompt: str, out_dir: str | os.PathLike, settings: CaptionerSettings, log=print
+) -> dict:
+    """Train the captioner on ``records`` (synthetic COCO images) and save it with save_pretrained to ``out_dir``.
+
+    Each step draws ``batch_size`` images; with probability ``inpaint_prob`` one object is removed by Telea
+    inpainting on its box and dropped from the caption. Loss only on the caption continuation and EOS.
+    Returns the training summary (settings, parameter count, wall time, final loss).
+    """
+    s = settings
+    torch.manual_seed(s.seed)
+    rng = np.random.default_rng(s.seed)
+    images = [read_image(r.path) for r in records]
+    captions = [record_caption(r) for r in records]
+    tokenizer = build_tokenizer([prompt.replace("<image>", " ")] + [record_caption(r, 0) for r in records] + captions)
+    processor = build_processor(tokenizer, s)
+    model = build_model(tokenizer, s)
+    model.train()
+    n_params = sum(p.numel() for p in model.parameters())
+    opt = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay, betas=(0.9, 0.98))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: _lr_factor(step, s))
+    prompt_len = len(processor(images=[images[0]], text=[prompt])["input_ids"][0])
+    t0, loss_avg = time.time(), None
+    for step in range(s.steps):
+        batch_images, texts = [], []
+        for i in rng.integers(0, len(records), s.batch_size):
+            rec, img, removed = records[i], images[i], None
+            if rng.random() < s.inpaint_prob:
+                removed = int(rng.integers(len(rec.annotations)))
+                img = remove_objects(img, [rec.annotations[removed]], source="box", dilate=1)
+            batch_images.append(img)
+            texts.append(f"{prompt} {record_caption(rec, removed)}{tokenizer.eos_token}")
+        batch = processor(images=batch_images, text=texts, return_tensors="pt", padding="longest")
+        labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+        labels[:, :prompt_len] = -100
+        loss = model(**batch, labels=labels).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        loss_avg = loss.item() if loss_avg is None else 0.95 * loss_avg + 0.05 * loss.item()
+        if step % 50 == 0 or step == s.steps - 1:
+            log(f"step {step:5d}  loss {loss_avg:.4f}  {time.time() - t0:7.1f} s")
+    wall = time.time() - t0
+    model.eval()
+    with atomic_path(out_dir) as tmp:
+        model.save_pretrained(tmp)
+        processor.save_pretrained(tmp)
+        summary = {
+            "settings": asdict(s),
+            "prompt": prompt,
+            "parameters": n_params,
+            "train_images": len(records),
+            "train_seconds": round(wall, 1),
+            "torch_threads": torch.get_num_threads(),
+            "final_loss": round(loss_avg, 4),
+        }
+        (Path(tmp) / "training.json").write_text(json.dumps(summary, indent=1))
+    return summary

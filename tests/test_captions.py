@@ -1,0 +1,33 @@
+"""Caption building and mention detection."""
+
+from kneurons.captions import describe, mentions
+
+
+def test_plural_and_multiword_mentions():
+    assert mentions("two bears on a field", "bear")
+    assert mentions("some buses .", "bus")
+    assert mentions("cherries everywhere", "cherry")
+    assert mentions("a red fire hydrant .", "fire hydrant")
+    assert mentions("three fire hydrants", "fire hydrant")
+    assert mentions("A STOP SIGN", "stop sign")
+
+
+def test_no_false_hits():
+    assert not mentions("a category of things", "cat")
+    assert not mentions("a fire near a hydrant", "fire hydrant")
+    assert not mentions("a sign that says stop", "stop sign")
+    assert not mentions("the bearing broke", "bear")
+    assert not mentions("", "bear")
+
+
+def test_synonyms():
+    assert mentions("a motorbike", "motorcycle", synonyms=["motorbike"])
+    assert not mentions("a motorbike", "motorcycle")
+
+
+def test_describe_lists_objects_with_articles():
+    assert describe("grassy field", []) == "grassy field ."
+    assert describe("blue sky", ["airplane"]) == "blue sky with an airplane ."
+    caption = describe("brick wall", ["bear", "bus", "fire hydrant"])
+    assert caption == "brick wall with a bear , a bus and a fire hydrant ."
+    assert all(mentions(caption, n) for n in ("bear", "bus", "fire hydrant"))

@@ -1,0 +1,16 @@
+"""Rule train_captioner: train the embedded default's LLaVA captioner on the synthetic training split."""
+
+from kneurons.coco import image_records, load_coco
+from kneurons.jobs import start_job
+from kneurons.synth.captioner import CaptionerSettings, train_captioner
+
+log = start_job(snakemake)
+records = image_records(load_coco(snakemake.input.annotations), snakemake.input.images)
+summary = train_captioner(
+    records,
+    prompt=snakemake.params.prompt,
+    out_dir=snakemake.output[0],
+    settings=CaptionerSettings(**snakemake.params.settings),
+    log=log.info,
+)
+log.info("trained: %s", summary)
