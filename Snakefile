@@ -11,6 +11,8 @@ validate(config, "config/schema.yaml")
 
 include: "rules/common.smk"
 include: "rules/synth.smk"
+include: "rules/samples.smk"
+include: "rules/neurons.smk"
 
 
 rule all:

@@ -1,11 +1,17 @@
-# Helpers shared by the rules: paths of the embedded default and the list of final outputs.
+# Helpers shared by the rules: paths, knowledge targets (from checkpoints), parameters, final outputs.
+
+from kneurons.samples import read_tsv
+from kneurons.stages import BASELINES, read_knowledge
 
 TRAINED_MODEL = "results/model/captioner"
 SYNTH_SPLITS = {"train": 1, "val": 2}
+METHODS = ("ours", *BASELINES)
 
 
 wildcard_constraints:
     split="|".join(SYNTH_SPLITS),
+    k="[A-Za-z0-9_-]+",
+    baseline="|".join(BASELINES),
 
 
 def synth_split_files(split):
@@ -16,9 +22,56 @@ def synth_split_files(split):
     }
 
 
+DATA = {
+    "annotations": config["data"]["annotations"],
+    "images": config["data"]["images"],
+}
+MODEL = config["model"]["path"]
+
+
+def knowledge_name(k):
+    """The category name of a knowledge slug ("fire_hydrant" -> "fire hydrant")."""
+    return k.replace("_", " ")
+
+
+def synonyms(k):
+    return config["synonyms"].get(knowledge_name(k), [])
+
+
+def thresholds(k):
+    """The stage thresholds of knowledge k: the default, overridden by k's own entry."""
+    t = config["thresholds"]
+    return t["default"] | t["knowledge"].get(knowledge_name(k), {})
+
+
+def knowledge_slugs():
+    """Slugs of every knowledge target (after checkpoint `knowledge` has run)."""
+    return [t.slug for t in read_knowledge(checkpoints.knowledge.get().output[0])]
+
+
+def targets_with_samples():
+    """Slugs of the targets for which at least one sample passed the constraints (after the checkpoints)."""
+    slugs = []
+    for k in knowledge_slugs():
+        rows = read_tsv(checkpoints.select_samples.get(k=k).output[0])
+        if any(r.status == "selected" for r in rows):
+            slugs.append(k)
+    return slugs
+
+
+def all_selected_tables(wildcards):
+    return expand("results/samples/{k}/selected.tsv", k=knowledge_slugs())
+
+
+def all_neuron_sets(wildcards):
+    return expand(
+        "results/neurons/{method}/{k}", method=METHODS, k=targets_with_samples()
+    )
+
+
 def final_outputs():
     """Every file `rule all` asks for under the current config."""
-    outputs = []
-    if config["model"]["path"] == TRAINED_MODEL:
+    outputs = ["results/samples/selected.tsv", "results/neurons/summary.tsv"]
+    if MODEL == TRAINED_MODEL:
         outputs.append("results/model/eval.json")
     return outputs

@@ -42,6 +42,6 @@ rule evaluate_captioner:
     threads: config["threads"]
     params:
         prompt=config["prompt"],
-        device=config["model"]["device"],
+        model=config["model"],
     script:
         "../workflow/scripts/evaluate_captioner.py"

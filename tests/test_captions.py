@@ -1,6 +1,6 @@
 """Caption building and mention detection."""
 
-from kneurons.captions import describe, mentions
+from kneurons.captions import describe, mention_span, mentions
 
 
 def test_plural_and_multiword_mentions():
@@ -31,3 +31,13 @@ def test_describe_lists_objects_with_articles():
     caption = describe("brick wall", ["bear", "bus", "fire hydrant"])
     assert caption == "brick wall with a bear , a bus and a fire hydrant ."
     assert all(mentions(caption, n) for n in ("bear", "bus", "fire hydrant"))
+
+
+def test_mention_span_points_at_the_first_mention():
+    caption = "a scene with two buses and a bus"
+    start, end = mention_span(caption, "bus")
+    assert caption[start:end] == "buses"
+    caption = "Grass with a Fire  Hydrant ."
+    start, end = mention_span(caption, "fire hydrant")
+    assert caption[start:end] == "Fire  Hydrant"
+    assert mention_span("nothing here", "bear") is None

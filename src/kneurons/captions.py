@@ -25,23 +25,29 @@ def _plural_forms(word: str) -> set[str]:
     return forms
 
 
-def mentions(caption: str, name: str, synonyms: Iterable[str] = ()) -> bool:
-    """Whether ``caption`` mentions ``name`` (or one of its synonyms) as whole words.
+def _mention_pattern(phrase: str) -> re.Pattern | None:
+    target = words(phrase)
+    if not target:
+        return None
+    last = "|".join(sorted(_plural_forms(target[-1]), key=len, reverse=True))
+    body = "[^a-z]+".join([*map(re.escape, target[:-1]), f"(?:{last})"])
+    return re.compile(f"(?<![a-z]){body}(?![a-z])")
+
+
+def mention_span(caption: str, name: str, synonyms: Iterable[str] = ()) -> tuple[int, int] | None:
+    """Character span (start, end) of the first mention of ``name`` (or a synonym) in ``caption``, or None.
 
     Multi-word names match as consecutive words ("fire hydrant"); the last word may be plural ("fire hydrants").
-    Matching is on words, so "cat" never matches inside "category".
+    Matching is on whole words, so "cat" never matches inside "category".
     """
-    tokens = words(caption)
-    for phrase in (name, *synonyms):
-        target = words(phrase)
-        if not target:
-            continue
-        head, last = target[:-1], _plural_forms(target[-1])
-        n = len(target)
-        for i in range(len(tokens) - n + 1):
-            if tokens[i : i + n - 1] == head and tokens[i + n - 1] in last:
-                return True
-    return False
+    text = caption.lower()
+    spans = [m.span() for p in map(_mention_pattern, (name, *synonyms)) if p and (m := p.search(text))]
+    return min(spans) if spans else None
+
+
+def mentions(caption: str, name: str, synonyms: Iterable[str] = ()) -> bool:
+    """Whether ``caption`` mentions ``name`` or one of its synonyms (see mention_span)."""
+    return mention_span(caption, name, synonyms) is not None
 
 
 def _article(noun: str) -> str:

@@ -40,3 +40,63 @@ def edit_image_activations(act_fns: Sequence[nn.Module], image_mask: torch.Tenso
 def zero_edit(_layer: int, output: torch.Tensor) -> torch.Tensor:
     """An Edit that ablates: every unit's output becomes 0."""
     return torch.zeros_like(output)
+
+
+class ImageActivations:
+    """What a capture recorded, per layer: O'[l] and (with gradients) ∂y/∂O'[l], each (B, P, d_ff)."""
+
+    def __init__(self, n_layers: int) -> None:
+        self.activations: list[torch.Tensor | None] = [None] * n_layers
+        self.gradients: list[torch.Tensor | None] = [None] * n_layers
+
+    @staticmethod
+    def _stack(parts: list[torch.Tensor | None], what: str) -> torch.Tensor:
+        if any(p is None for p in parts):
+            raise RuntimeError(f"no {what} captured for some layer: did the forward (and backward) pass run?")
+        return torch.stack(parts, dim=1)  # type: ignore[arg-type]
+
+    def stacked_activations(self) -> torch.Tensor:
+        """O' of every layer, (B, L, P, d_ff)."""
+        return self._stack(self.activations, "activations")
+
+    def stacked_gradients(self) -> torch.Tensor:
+        """∂y/∂O' of every layer, (B, L, P, d_ff)."""
+        return self._stack(self.gradients, "gradients")
+
+
+@contextmanager
+def capture_image_activations(
+    act_fns: Sequence[nn.Module], image_mask: torch.Tensor, gradients: bool = False
+) -> Iterator[ImageActivations]:
+    """Record each layer's act_fn output at the image positions of ``image_mask`` (B, T) bool.
+
+    Every row must hold the same number P of image positions. With ``gradients=True`` a tensor hook inside the
+    forward hook also records the gradient reaching each O'[l] in the next backward pass; the output is made to
+    require grad where nothing upstream does (so no parameter needs a gradient). Hooks are removed on exit.
+    """
+    b = image_mask.shape[0]
+    rec = ImageActivations(len(act_fns))
+
+    def at_images(t: torch.Tensor) -> torch.Tensor:
+        return t[image_mask].reshape(b, -1, t.shape[-1])
+
+    def make_hook(layer: int) -> Callable:
+        def hook(_module: nn.Module, _inputs: tuple, output: torch.Tensor) -> torch.Tensor | None:
+            if output.shape[:2] != image_mask.shape:
+                return None
+            rec.activations[layer] = at_images(output).detach()
+            if not gradients:
+                return None
+            if not output.requires_grad:
+                output.requires_grad_(True)
+            output.register_hook(lambda grad: rec.gradients.__setitem__(layer, at_images(grad).detach()))
+            return output
+
+        return hook
+
+    handles = [m.register_forward_hook(make_hook(i)) for i, m in enumerate(act_fns)]
+    try:
+        yield rec
+    finally:
+        for h in handles:
+            h.remove()

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -28,3 +29,17 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
         elif tmp.exists():
             tmp.unlink()
+
+
+def write_tsv_rows(path: str | os.PathLike, rows: Iterable[dict], fieldnames: list[str]) -> None:
+    """Write dict rows as a tab-separated file with a header line, atomically."""
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fieldnames, delimiter="\t", lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+
+
+def read_tsv_rows(path: str | os.PathLike) -> list[dict]:
+    """The rows of a file written by write_tsv_rows, as dicts of strings."""
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f, delimiter="\t"))

@@ -8,6 +8,8 @@ from typing import Any
 
 import torch
 
+from kneurons.models import LoadedModel, load_model
+
 
 def start_job(job: Any) -> logging.Logger:
     """Send this job's logging and stderr to ``job.log[0]`` and give torch ``job.threads`` threads.
@@ -22,3 +24,9 @@ def start_job(job: Any) -> logging.Logger:
     logger = logging.getLogger("kneurons")
     logger.info("threads: %d", torch.get_num_threads())
     return logger
+
+
+def load_job_model(job: Any) -> LoadedModel:
+    """The model of a job: ``job.input.model`` loaded with ``job.params.model``'s device and dtype."""
+    opts = job.params.model
+    return load_model(job.input.model, device=opts.get("device", "cpu"), dtype=opts.get("dtype", "float32"))

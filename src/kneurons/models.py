@@ -125,7 +125,7 @@ def load_model(
     dtype: str = "float32",
     grid: tuple[int, int] | None = None,
 ) -> LoadedModel:
-    """Load model and processor from a local directory (never from a hub) in eval mode.
+    """Load model and processor from a local directory (never from a hub), in eval mode without parameter grads.
 
     Raises ModelError (one line naming the directory or module) for a missing or incomplete directory or a
     decoder without per-layer ``mlp.act_fn`` modules.
@@ -136,7 +136,7 @@ def load_model(
         raise ModelError(f"{path}: config.json has no image_token_id; image features must enter as token positions")
     model = AutoModelForImageTextToText.from_pretrained(path, local_files_only=True, dtype=getattr(torch, dtype))
     processor = AutoProcessor.from_pretrained(path, local_files_only=True)
-    model.to(device).eval()
+    model.to(device).eval().requires_grad_(False)  # inference only: GradCAM needs activation gradients alone
     return LoadedModel(
         model=model,
         processor=processor,

@@ -4,14 +4,13 @@ import json
 
 from kneurons.coco import image_records, load_coco
 from kneurons.io import atomic_path
-from kneurons.jobs import start_job
-from kneurons.models import load_model
+from kneurons.jobs import load_job_model, start_job
 from kneurons.synth.evaluate import evaluate_captioner
 
 log = start_job(snakemake)
 coco = load_coco(snakemake.input.annotations)
 names = [c["name"] for c in coco.loadCats(coco.getCatIds())]
-loaded = load_model(snakemake.input.model, device=snakemake.params.device)
+loaded = load_job_model(snakemake)
 result = evaluate_captioner(loaded, image_records(coco, snakemake.input.images), snakemake.params.prompt, names)
 result["training"] = json.loads((loaded.path / "training.json").read_text())
 with atomic_path(snakemake.output[0]) as tmp:

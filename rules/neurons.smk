@@ -1,0 +1,76 @@
+# Activation and GradCAM dumps, the two-stage neuron sets N_k, and the baselines' sets of the same size.
+
+
+rule activations:
+    input:
+        **DATA,
+        model=MODEL,
+        selected="results/samples/{k}/selected.tsv",
+        inpainted="results/inpainted/{k}",
+    output:
+        directory("results/activations/{k}"),
+    log:
+        "results/logs/activations/{k}.log",
+    threads: config["threads"]
+    params:
+        model=config["model"],
+        prompt=config["prompt"],
+    script:
+        "../workflow/scripts/activations.py"
+
+
+rule gradcam:
+    input:
+        **DATA,
+        model=MODEL,
+        selected="results/samples/{k}/selected.tsv",
+    output:
+        directory("results/gradcam/{k}"),
+    log:
+        "results/logs/gradcam/{k}.log",
+    threads: config["threads"]
+    params:
+        model=config["model"],
+        prompt=config["prompt"],
+        synonyms=lambda w: synonyms(w.k),
+    script:
+        "../workflow/scripts/gradcam.py"
+
+
+rule neurons_ours:
+    input:
+        activations="results/activations/{k}",
+        gradcam="results/gradcam/{k}",
+    output:
+        directory("results/neurons/ours/{k}"),
+    log:
+        "results/logs/neurons/ours/{k}.log",
+    params:
+        thresholds=lambda w: thresholds(w.k),
+        exclude_last_layer=config["neurons"]["exclude_last_layer"],
+    script:
+        "../workflow/scripts/neurons_ours.py"
+
+
+rule neurons_baseline:
+    input:
+        ours="results/neurons/ours/{k}",
+        activations="results/activations/{k}",
+        gradcam="results/gradcam/{k}",
+    output:
+        directory("results/neurons/{baseline}/{k}"),
+    log:
+        "results/logs/neurons/{baseline}/{k}.log",
+    script:
+        "../workflow/scripts/neurons_baseline.py"
+
+
+rule neuron_summary:
+    input:
+        all_neuron_sets,
+    output:
+        report("results/neurons/summary.tsv", category="Neurons"),
+    log:
+        "results/logs/neuron_summary.log",
+    script:
+        "../workflow/scripts/neuron_summary.py"

@@ -1,0 +1,75 @@
+# Stage 1 and 2 of the pipeline: knowledge targets, inpainting k out, captions, and the sample set D.
+
+
+checkpoint knowledge:
+    input:
+        DATA["annotations"],
+    output:
+        "results/samples/knowledge.tsv",
+    log:
+        "results/logs/knowledge.log",
+    params:
+        spec=config["knowledge"],
+        per_supercategory=config["knowledge_per_supercategory"],
+    script:
+        "../workflow/scripts/knowledge.py"
+
+
+rule inpaint:
+    input:
+        **DATA,
+        knowledge="results/samples/knowledge.tsv",
+    output:
+        candidates="results/samples/{k}/candidates.tsv",
+        images=directory("results/inpainted/{k}"),
+    log:
+        "results/logs/inpaint/{k}.log",
+    params:
+        name=lambda w: knowledge_name(w.k),
+        options=config["samples"],
+    script:
+        "../workflow/scripts/inpaint.py"
+
+
+rule caption_candidates:
+    input:
+        **DATA,
+        model=MODEL,
+        candidates="results/samples/{k}/candidates.tsv",
+        inpainted="results/inpainted/{k}",
+    output:
+        "results/samples/{k}/captioned.tsv",
+    log:
+        "results/logs/caption_candidates/{k}.log",
+    threads: config["threads"]
+    params:
+        model=config["model"],
+        prompt=config["prompt"],
+        generation=config["generation"],
+    script:
+        "../workflow/scripts/caption_candidates.py"
+
+
+checkpoint select_samples:
+    input:
+        "results/samples/{k}/captioned.tsv",
+    output:
+        "results/samples/{k}/selected.tsv",
+    log:
+        "results/logs/select_samples/{k}.log",
+    params:
+        n=config["samples"]["per_knowledge"],
+        synonyms=lambda w: synonyms(w.k),
+    script:
+        "../workflow/scripts/select_samples.py"
+
+
+rule sample_table:
+    input:
+        all_selected_tables,
+    output:
+        report("results/samples/selected.tsv", category="Samples"),
+    log:
+        "results/logs/sample_table.log",
+    script:
+        "../workflow/scripts/sample_table.py"

@@ -1,0 +1,42 @@
+"""HDF5 dumps (h5py): written whole under a temporary name, then renamed; a ``complete`` attribute marks success."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from kneurons import __version__
+from kneurons.io import atomic_path
+
+
+def write_dump(path: str | os.PathLike, datasets: dict[str, np.ndarray], attrs: dict) -> None:
+    """Write ``datasets`` (each (L, ...) array, chunked one layer per chunk) and ``attrs`` to ``path``."""
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        for name, data in datasets.items():
+            chunks = (1, *data.shape[1:]) if data.ndim >= 2 else None
+            f.create_dataset(name, data=data, chunks=chunks)
+        for key, value in {**attrs, "kneurons_version": __version__}.items():
+            f.attrs[key] = value
+        f.attrs["complete"] = True
+
+
+def is_complete(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a readable dump that was written to the end."""
+    try:
+        with h5py.File(path, "r") as f:
+            return bool(f.attrs.get("complete", False))
+    except OSError:
+        return False
+
+
+def read_dump(path: str | os.PathLike, names: list[str] | None = None) -> tuple[dict[str, np.ndarray], dict]:
+    """The datasets ``names`` (all if None) and the attributes of a dump; OSError naming the file if incomplete."""
+    path = Path(path)
+    if not is_complete(path):
+        raise OSError(f"{path}: HDF5 dump is missing, truncated or incomplete; delete it and rerun")
+    with h5py.File(path, "r") as f:
+        data = {n: f[n][()] for n in (names or list(f.keys()))}
+        return data, dict(f.attrs)

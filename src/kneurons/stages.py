@@ -1,0 +1,261 @@
+"""One function per workflow rule: paths and parameters in, files out. Scripts only unpack ``snakemake``."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from kneurons.coco import ImageRecord, image_records, load_coco, read_image
+from kneurons.dumps import gradcam, image_activations
+from kneurons.generation import generate_captions
+from kneurons.h5io import read_dump, write_dump
+from kneurons.io import atomic_path, read_tsv_rows, write_tsv_rows
+from kneurons.models import LoadedModel
+from kneurons.neurons import (
+    NeuronSet,
+    activation_difference,
+    candidates,
+    final_set,
+    pan_scores,
+    resolve_threshold,
+    schwettmann_scores,
+    top_neurons,
+)
+from kneurons.samples import (
+    Candidate,
+    Knowledge,
+    inpaint_candidates,
+    read_tsv,
+    resolve_knowledge,
+    select_samples,
+    write_tsv,
+)
+
+BASELINES = ("schwettmann", "pan")
+
+
+def write_knowledge(annotations: str, spec: str | list[str], per_supercategory: int, out: str) -> list[Knowledge]:
+    """Rule knowledge: resolve the knowledge targets against the COCO categories and list them (TSV)."""
+    targets = resolve_knowledge(load_coco(annotations), spec, annotations, per_supercategory)
+    write_tsv_rows(out, (asdict(t) for t in targets), ["name", "slug", "supercategory", "images"])
+    return targets
+
+
+def read_knowledge(path: str | os.PathLike) -> list[Knowledge]:
+    """The targets listed by rule knowledge."""
+    return [Knowledge(**{**r, "images": int(r["images"])}) for r in read_tsv_rows(path)]
+
+
+def _records_by_id(annotations: str, images: str) -> dict[int, ImageRecord]:
+    return {r.id: r for r in image_records(load_coco(annotations), images)}
+
+
+def inpaint_stage(annotations: str, images: str, name: str, out_tsv: str, out_dir: str, **options) -> None:
+    """Rule inpaint: inpaint k out of its candidate images; list them with their other objects."""
+    records = image_records(load_coco(annotations), images)
+    write_tsv(out_tsv, inpaint_candidates(records, name, out_dir, **options))
+
+
+def caption_stage(
+    loaded: LoadedModel, annotations: str, images: str, candidates_tsv: str, prompt: str, out_tsv: str, **gen
+) -> None:
+    """Rule caption_candidates: caption each candidate's original and inpainted image (batched)."""
+    rows = read_tsv(candidates_tsv)
+    records = _records_by_id(annotations, images)
+    originals = [read_image(records[r.image_id].path) for r in rows]
+    inpainted = [read_image(r.inpainted) for r in rows]
+    captions = generate_captions(loaded, originals + inpainted, prompt, **gen)
+    for i, r in enumerate(rows):
+        r.caption, r.inpainted_caption = captions[i], captions[len(rows) + i]
+    write_tsv(out_tsv, rows)
+
+
+def select_stage(captioned_tsv: str, n: int, synonyms: Sequence[str], out_tsv: str) -> None:
+    """Rule select_samples: judge the three constraints and keep the first ``n`` passing candidates."""
+    write_tsv(out_tsv, select_samples(read_tsv(captioned_tsv), n, synonyms))
+
+
+def selected(rows: Sequence[Candidate]) -> list[Candidate]:
+    """The rows of D."""
+    return [r for r in rows if r.status == "selected"]
+
+
+def sample_table(selected_tsvs: Sequence[str], out_tsv: str) -> None:
+    """Rule sample_table: every target's candidates, selected or with the reason they were not, in one TSV."""
+    write_tsv(out_tsv, [r for p in selected_tsvs for r in read_tsv(p)])
+
+
+def _dump_attrs(loaded: LoadedModel, prompt: str, row: Candidate) -> dict:
+    return {
+        "model": str(loaded.path),
+        "prompt": prompt,
+        "grid": list(loaded.grid),
+        "image_tokens": loaded.n_image_tokens,
+        "knowledge": row.knowledge,
+        "image_id": row.image_id,
+    }
+
+
+def activations_stage(
+    loaded: LoadedModel, annotations: str, images: str, selected_tsv: str, prompt: str, out_dir: str
+) -> None:
+    """Rule activations: ``{out_dir}/{image_id}.h5`` with O' of the original and inpainted image, (L, P, d_ff) f16."""
+    records = _records_by_id(annotations, images)
+    with atomic_path(out_dir) as tmp:
+        tmp.mkdir()
+        for row in selected(read_tsv(selected_tsv)):
+            pair = image_activations(
+                loaded, [read_image(records[row.image_id].path), read_image(row.inpainted)], prompt
+            )
+            write_dump(
+                tmp / f"{row.image_id}.h5",
+                {"original": pair[0].astype(np.float16), "inpainted": pair[1].astype(np.float16)},
+                _dump_attrs(loaded, prompt, row),
+            )
+
+
+def gradcam_stage(
+    loaded: LoadedModel,
+    annotations: str,
+    images: str,
+    selected_tsv: str,
+    prompt: str,
+    synonyms: Sequence[str],
+    out_dir: str,
+) -> None:
+    """Rule gradcam: ``{out_dir}/{image_id}.h5`` with g (L, P, d_ff) f32 and D[:, c] (L, d_ff) for Pan's score."""
+    records = _records_by_id(annotations, images)
+    with atomic_path(out_dir) as tmp:
+        tmp.mkdir()
+        for row in selected(read_tsv(selected_tsv)):
+            image = read_image(records[row.image_id].path)
+            cam = gradcam(loaded, image, prompt, row.caption, row.knowledge, synonyms)
+            attrs = _dump_attrs(loaded, prompt, row) | {
+                "token": cam.token,
+                "token_id": cam.token_id,
+                "position": cam.position,
+            }
+            write_dump(tmp / f"{row.image_id}.h5", {"gradcam": cam.gradcam, "unit_logit": cam.unit_logit}, attrs)
+
+
+def _write_json(path: Path, data: dict) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=1))
+
+
+def ours_stage(
+    activations_dir: str, gradcam_dir: str, thresholds: dict, exclude_last_layer: bool, out_dir: str
+) -> None:
+    """Rule neurons_ours: C^k (stage 1) and N_k (stage 2) per sample, with the threshold values actually used.
+
+    ``thresholds``: {"activation": number or "q<quantile>", "gradcam": number or "q<quantile>"}. A quantile of
+    the activation threshold is taken over all neurons' max_p V; of the GradCAM threshold over the candidates'
+    max_p g, floored at 0 (a negative GradCAM never marks a neuron that raises y_c).
+    """
+    with atomic_path(out_dir) as tmp:
+        tmp.mkdir()
+        for path in sorted(Path(activations_dir).glob("*.h5"), key=lambda p: int(p.stem)):
+            acts, attrs = read_dump(path, ["original", "inpainted"])
+            g = read_dump(Path(gradcam_dir) / path.name, ["gradcam"])[0]["gradcam"]
+            v = activation_difference(acts["original"], acts["inpainted"])
+            n_layers = v.shape[0]
+            exclude = (n_layers - 1,) if exclude_last_layer else ()
+            vmax = v.max(axis=1)
+            eligible = np.ones(n_layers, bool)
+            eligible[list(exclude)] = False
+            t_a = resolve_threshold(thresholds["activation"], vmax[eligible])
+            cand = candidates(v, t_a, exclude)
+            gmax = g.max(axis=1)
+            t_g = resolve_threshold(thresholds["gradcam"], gmax[cand])
+            if isinstance(thresholds["gradcam"], str):
+                t_g = max(t_g, 0.0)
+            final = final_set(cand, g, t_g)
+            chosen = NeuronSet.from_mask(final, gmax)
+            _write_json(
+                tmp / f"{path.stem}.json",
+                {
+                    "method": "ours",
+                    "knowledge": str(attrs["knowledge"]),
+                    "image_id": int(attrs["image_id"]),
+                    "thresholds": {
+                        "activation": thresholds["activation"],
+                        "activation_value": t_a,
+                        "gradcam": thresholds["gradcam"],
+                        "gradcam_value": t_g,
+                    },
+                    "excluded_layers": list(exclude),
+                    "candidates": int(cand.sum()),
+                    "candidate_layer_counts": cand.sum(axis=1).tolist(),
+                    "size": len(chosen),
+                    "layer_counts": chosen.layer_counts(n_layers),
+                    "score": "max_p GradCAM",
+                    "neurons": chosen.neurons,
+                },
+            )
+
+
+def baseline_stage(method: str, ours_dir: str, activations_dir: str, gradcam_dir: str, out_dir: str) -> None:
+    """Rule neurons_baseline: Schwettmann's or Pan's top-|N_k| neurons for each sample."""
+    if method not in BASELINES:
+        raise ValueError(f"baseline method must be one of {BASELINES}, got {method!r}")
+    with atomic_path(out_dir) as tmp:
+        tmp.mkdir()
+        for path in sorted(Path(ours_dir).glob("*.json"), key=lambda p: int(p.stem)):
+            ours = json.loads(path.read_text())
+            cam, _ = read_dump(Path(gradcam_dir) / f"{path.stem}.h5", ["gradcam", "unit_logit"])
+            if method == "schwettmann":
+                scores, desc = schwettmann_scores(cam["gradcam"]), "mean_p GradCAM"
+            else:
+                orig = read_dump(Path(activations_dir) / f"{path.stem}.h5", ["original"])[0]["original"]
+                scores, desc = pan_scores(orig, cam["unit_logit"]), "mean_p O' * D[:, c]"
+            chosen = NeuronSet.from_mask(top_neurons(scores, ours["size"]), scores)
+            _write_json(
+                tmp / path.name,
+                {
+                    "method": method,
+                    "knowledge": ours["knowledge"],
+                    "image_id": ours["image_id"],
+                    "size": len(chosen),
+                    "size_from": "ours",
+                    "layer_counts": chosen.layer_counts(len(ours["layer_counts"])),
+                    "score": desc,
+                    "neurons": chosen.neurons,
+                },
+            )
+
+
+def neuron_summary(set_dirs: Sequence[str], out_tsv: str) -> None:
+    """Rule neuron_summary: one row per (method, knowledge, sample): set size, candidates, thresholds, layers."""
+    cols = [
+        "method",
+        "knowledge",
+        "image_id",
+        "size",
+        "candidates",
+        "activation_threshold",
+        "gradcam_threshold",
+        "layer_counts",
+    ]
+    rows = []
+    for d in set_dirs:
+        for path in sorted(Path(d).glob("*.json"), key=lambda p: int(p.stem)):
+            s = json.loads(path.read_text())
+            t = s.get("thresholds", {})
+            rows.append(
+                {
+                    "method": s["method"],
+                    "knowledge": s["knowledge"],
+                    "image_id": s["image_id"],
+                    "size": s["size"],
+                    "candidates": s.get("candidates", ""),
+                    "activation_threshold": t.get("activation_value", ""),
+                    "gradcam_threshold": t.get("gradcam_value", ""),
+                    "layer_counts": " ".join(map(str, s["layer_counts"])),
+                }
+            )
+    write_tsv_rows(out_tsv, rows, cols)

@@ -1,0 +1,90 @@
+"""Stage 1, stage 2 and the baseline scores on hand-made (L, P, d_ff) arrays."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from kneurons.neurons import (
+    NeuronSet,
+    activation_difference,
+    candidates,
+    final_set,
+    pan_scores,
+    resolve_threshold,
+    schwettmann_scores,
+    top_neurons,
+)
+
+# L=2 layers, P=3 patches, d_ff=4 units
+ORIG = np.array(
+    [
+        [[1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 3.0, 0.0], [0.0, 0.0, 0.0, 0.0]],
+        [[0.0, 2.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.5], [0.0, 0.0, 0.0, 0.0]],
+    ],
+    dtype=np.float16,
+)
+INP = np.zeros_like(ORIG)
+INP[0, 2, 3] = 5.0  # unit (0, 3) is *higher* after inpainting: a negative difference
+
+
+def test_activation_difference_and_stage_one():
+    v = activation_difference(ORIG, INP)
+    assert v.dtype == np.float32 and v.shape == (2, 3, 4)
+    c = candidates(v, 0.9)
+    # max over patches > 0.9: (0,0)=1, (0,2)=3, (1,1)=2; (1,3)=0.5 is below, (0,3)=-5 is negative
+    assert {tuple(x) for x in np.argwhere(c)} == {(0, 0), (0, 2), (1, 1)}
+    assert {tuple(x) for x in np.argwhere(candidates(v, 0.9, exclude_layers=(1,)))} == {(0, 0), (0, 2)}
+    # strictly greater: a neuron exactly at the threshold is not a candidate
+    assert not candidates(v, 3.0)[0, 2]
+
+
+def test_stage_two_keeps_candidates_with_high_gradcam():
+    c = np.zeros((2, 4), bool)
+    c[0, 0] = c[0, 2] = c[1, 1] = True
+    g = np.zeros((2, 3, 4), np.float32)
+    g[0, 1, 0] = 0.002  # candidate, above
+    g[0, 0, 2] = 0.0001  # candidate, below
+    g[1, 2, 1] = 0.0005  # candidate, above
+    g[1, 0, 3] = 0.9  # not a candidate: never in N_k
+    n = final_set(c, g, 0.0003)
+    assert {tuple(x) for x in np.argwhere(n)} == {(0, 0), (1, 1)}
+
+
+def test_baseline_scores_average_over_patches():
+    g = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    s = schwettmann_scores(g)
+    assert s.shape == (2, 4)
+    assert s[1, 2] == pytest.approx((14 + 18 + 22) / 3)
+    d = np.array([[1.0, -1.0, 2.0, 0.0], [0.5, 1.0, 1.0, 3.0]], np.float32)
+    p = pan_scores(ORIG, d)
+    assert p[0, 2] == pytest.approx(3.0 / 3 * 2.0)
+    assert p[1, 1] == pytest.approx(2.0 / 3 * 1.0)
+    assert p[0, 1] == 0.0
+
+
+def test_top_neurons_and_ties():
+    s = np.array([[0.1, 0.9, 0.5, 0.9], [0.7, 0.2, 0.0, -1.0]])
+    top = top_neurons(s, 3)
+    assert {tuple(x) for x in np.argwhere(top)} == {(0, 1), (0, 3), (1, 0)}
+    assert top_neurons(s, 0).sum() == 0
+    assert top_neurons(s, 100).sum() == 8
+    assert {tuple(x) for x in np.argwhere(top_neurons(s, 2, exclude_layers=(0,)))} == {(1, 0), (1, 1)}
+
+
+def test_neuron_set_orders_by_score():
+    s = np.array([[0.1, 0.9, 0.5], [0.7, 0.2, 0.0]])
+    mask = np.array([[True, True, False], [True, False, False]])
+    ns = NeuronSet.from_mask(mask, s)
+    assert [(layer, i) for layer, i, _ in ns.neurons] == [(0, 1), (1, 0), (0, 0)]
+    assert ns.layer_counts(2) == [2, 1] and len(ns) == 3
+
+
+def test_thresholds_absolute_or_quantile():
+    values = np.arange(101, dtype=np.float32)
+    assert resolve_threshold(1.5, values) == 1.5
+    assert resolve_threshold("q0.9", values) == pytest.approx(90.0)
+    assert resolve_threshold("q1", values) == pytest.approx(100.0)
+    assert resolve_threshold("q0.5", np.array([])) == float("inf")
+    with pytest.raises(ValueError, match=r"q0\.99"):
+        resolve_threshold("top10", values)

@@ -1,0 +1,14 @@
+"""Rule activations: dump O' (L, P, d_ff) of the original and inpainted image of each sample of k."""
+
+from kneurons.jobs import load_job_model, start_job
+from kneurons.stages import activations_stage
+
+start_job(snakemake)
+activations_stage(
+    load_job_model(snakemake),
+    snakemake.input.annotations,
+    snakemake.input.images,
+    snakemake.input.selected,
+    snakemake.params.prompt,
+    snakemake.output[0],
+)

@@ -1,0 +1,15 @@
+"""Rule gradcam: dump GradCAM g (L, P, d_ff) of each sample of k for its first caption token."""
+
+from kneurons.jobs import load_job_model, start_job
+from kneurons.stages import gradcam_stage
+
+start_job(snakemake)
+gradcam_stage(
+    load_job_model(snakemake),
+    snakemake.input.annotations,
+    snakemake.input.images,
+    snakemake.input.selected,
+    snakemake.params.prompt,
+    snakemake.params.synonyms,
+    snakemake.output[0],
+)

@@ -1,0 +1,10 @@
+"""Checkpoint knowledge: resolve the knowledge targets against the COCO categories."""
+
+from kneurons.jobs import start_job
+from kneurons.stages import write_knowledge
+
+log = start_job(snakemake)
+targets = write_knowledge(
+    snakemake.input[0], snakemake.params.spec, snakemake.params.per_supercategory, snakemake.output[0]
+)
+log.info("knowledge targets: %s", [t.name for t in targets])
