@@ -1,3 +1,6 @@
+import os
+import sys
+
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
@@ -7,6 +10,15 @@ configfile: "config/config.yaml"
 
 
 validate(config, "config/schema.yaml")
+
+# The library in src/ serves this process (rules/common.smk imports it) and every job, with or without an
+# installed package (e.g. under --use-conda, whose environment holds only the dependencies).
+SRC = os.path.join(workflow.basedir, "src")
+sys.path.insert(0, SRC)
+# (Set here, not required from the user, hence no `envvars:` directive.)
+os.environ.update(
+    PYTHONPATH=os.pathsep.join(p for p in (SRC, os.environ.get("PYTHONPATH")) if p)
+)
 
 
 include: "rules/common.smk"

@@ -11,6 +11,8 @@ rule activations:
         directory("results/activations/{k}"),
     log:
         "results/logs/activations/{k}.log",
+    conda:
+        "../envs/kneurons.yaml"
     threads: config["threads"]
     params:
         model=config["model"],
@@ -28,6 +30,8 @@ rule gradcam:
         directory("results/gradcam/{k}"),
     log:
         "results/logs/gradcam/{k}.log",
+    conda:
+        "../envs/kneurons.yaml"
     threads: config["threads"]
     params:
         model=config["model"],
@@ -45,6 +49,8 @@ rule neurons_ours:
         directory("results/neurons/ours/{k}"),
     log:
         "results/logs/neurons/ours/{k}.log",
+    conda:
+        "../envs/kneurons.yaml"
     params:
         thresholds=lambda w: thresholds(w.k),
         exclude_last_layer=config["neurons"]["exclude_last_layer"],
@@ -61,6 +67,8 @@ rule neurons_baseline:
         directory("results/neurons/{baseline}/{k}"),
     log:
         "results/logs/neurons/{baseline}/{k}.log",
+    conda:
+        "../envs/kneurons.yaml"
     script:
         "../workflow/scripts/neurons_baseline.py"
 
@@ -72,5 +80,7 @@ rule neuron_summary:
         report("results/neurons/summary.tsv", category="Neurons"),
     log:
         "results/logs/neuron_summary.log",
+    conda:
+        "../envs/kneurons.yaml"
     script:
         "../workflow/scripts/neuron_summary.py"

@@ -8,6 +8,8 @@ checkpoint knowledge:
         "results/samples/knowledge.tsv",
     log:
         "results/logs/knowledge.log",
+    conda:
+        "../envs/kneurons.yaml"
     params:
         spec=config["knowledge"],
         per_supercategory=config["knowledge_per_supercategory"],
@@ -24,6 +26,8 @@ rule inpaint:
         images=directory("results/inpainted/{k}"),
     log:
         "results/logs/inpaint/{k}.log",
+    conda:
+        "../envs/kneurons.yaml"
     params:
         name=lambda w: knowledge_name(w.k),
         options=config["samples"],
@@ -41,6 +45,8 @@ rule caption_candidates:
         "results/samples/{k}/captioned.tsv",
     log:
         "results/logs/caption_candidates/{k}.log",
+    conda:
+        "../envs/kneurons.yaml"
     threads: config["threads"]
     params:
         model=config["model"],
@@ -57,6 +63,8 @@ checkpoint select_samples:
         "results/samples/{k}/selected.tsv",
     log:
         "results/logs/select_samples/{k}.log",
+    conda:
+        "../envs/kneurons.yaml"
     params:
         n=config["samples"]["per_knowledge"],
         synonyms=lambda w: synonyms(w.k),
@@ -71,5 +79,7 @@ rule sample_table:
         report("results/samples/selected.tsv", category="Samples"),
     log:
         "results/logs/sample_table.log",
+    conda:
+        "../envs/kneurons.yaml"
     script:
         "../workflow/scripts/sample_table.py"

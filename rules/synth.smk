@@ -7,6 +7,8 @@ rule synth_split:
         images=directory("results/synth/{split}"),
     log:
         "results/logs/synth_split/{split}.log",
+    conda:
+        "../envs/kneurons.yaml"
     params:
         seed=lambda w: config["synth"]["seed"] + SYNTH_SPLITS[w.split],
         n_images=lambda w: config["synth"][f"{w.split}_images"],
@@ -22,6 +24,8 @@ rule train_captioner:
         directory(TRAINED_MODEL),
     log:
         "results/logs/train_captioner.log",
+    conda:
+        "../envs/kneurons.yaml"
     threads: config["threads"]
     params:
         settings=lambda w: config["captioner"]
@@ -39,6 +43,8 @@ rule evaluate_captioner:
         report("results/model/eval.json", category="Captioner"),
     log:
         "results/logs/evaluate_captioner.log",
+    conda:
+        "../envs/kneurons.yaml"
     threads: config["threads"]
     params:
         prompt=config["prompt"],

@@ -68,3 +68,22 @@ def test_decoder_without_act_fn(tiny_model_dir):
     del loaded.model.get_decoder().layers[1].mlp.act_fn
     with pytest.raises(ModelError, match=re.escape("decoder layer 1 has no `mlp.act_fn`")):
         decoder_act_fns(loaded.model)
+
+
+def test_grid_is_configurable_and_checked(tiny_model_dir, tiny_split):
+    loaded = load_model(tiny_model_dir, grid=(16, 4))
+    assert loaded.grid == (16, 4) and loaded.n_image_tokens == 64
+    wrong = load_model(tiny_model_dir, grid=(4, 4))
+    image = read_image(image_records(load_coco(tiny_split[0]), tiny_split[1])[0].path)
+    inputs = prompt_inputs(wrong, [image], PROMPT)
+    with pytest.raises(ModelError, match=r"hold \[64\] image tokens per row, but the grid 4x4 needs 16"):
+        wrong.image_positions(inputs["input_ids"])
+
+
+def test_qformer_models_are_refused(tiny_model_dir):
+    from kneurons.models import image_grid
+
+    model = load_model(tiny_model_dir).model
+    model.config.qformer_config = {}
+    with pytest.raises(ModelError, match="Q-Former queries"):
+        image_grid(model)

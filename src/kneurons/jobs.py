@@ -29,4 +29,10 @@ def start_job(job: Any) -> logging.Logger:
 def load_job_model(job: Any) -> LoadedModel:
     """The model of a job: ``job.input.model`` loaded with ``job.params.model``'s device and dtype."""
     opts = job.params.model
-    return load_model(job.input.model, device=opts.get("device", "cpu"), dtype=opts.get("dtype", "float32"))
+    grid = opts.get("grid")
+    return load_model(
+        job.input.model,
+        device=opts.get("device", "cpu"),
+        dtype=opts.get("dtype", "float32"),
+        grid=tuple(grid) if grid else None,
+    )

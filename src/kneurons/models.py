@@ -83,8 +83,15 @@ class LoadedModel:
         return self.model.device
 
     def image_positions(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """(B, T) bool: where ``input_ids`` (B, T) hold the image token."""
-        return input_ids == self.image_token_id
+        """(B, T) bool: where ``input_ids`` (B, T) hold the image token; P of them in every row."""
+        mask = input_ids == self.image_token_id
+        counts = mask.sum(dim=1)
+        if not bool((counts == self.n_image_tokens).all()):
+            raise ModelError(
+                f"{self.path}: inputs hold {counts.tolist()} image tokens per row, but the grid "
+                f"{self.grid[0]}x{self.grid[1]} needs {self.n_image_tokens}; set model.grid in the config"
+            )
+        return mask
 
 
 def decoder_act_fns(model: PreTrainedModel) -> list[nn.Module]:
@@ -108,6 +115,11 @@ def decoder_act_fns(model: PreTrainedModel) -> list[nn.Module]:
 
 def image_grid(model: PreTrainedModel, grid: tuple[int, int] | None = None) -> tuple[int, int]:
     """The (rows, cols) grid of image tokens: ``grid`` if given, else square from the vision config."""
+    if hasattr(model.config, "qformer_config"):
+        raise ModelError(
+            f"{type(model).__name__}: image features are Q-Former queries, not per-patch token positions; "
+            "per-position activations and heatmaps are undefined for it"
+        )
     if grid is not None:
         return int(grid[0]), int(grid[1])
     vision = getattr(model.config, "vision_config", None)
