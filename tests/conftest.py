@@ -13,7 +13,17 @@ from kneurons.synth.scenes import write_split
 
 PROMPT = "<image>The image shows a"
 TINY = CaptionerSettings(
-    image_size=48, patch_size=6, vision_hidden=16, hidden=32, intermediate=48, layers=2, heads=2, steps=3, batch_size=4
+    image_size=48,
+    patch_size=6,
+    vision_hidden=16,
+    hidden=32,
+    intermediate=48,
+    layers=2,
+    heads=2,
+    steps=60,
+    batch_size=8,
+    lr=0.01,
+    warmup=5,
 )
 
 
@@ -34,7 +44,7 @@ def tiny_split(tmp_path_factory) -> tuple[Path, Path]:
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory, tiny_split) -> Path:
-    """A tiny captioner (2 decoder layers, P = 64) trained for 3 steps and saved with save_pretrained."""
+    """A tiny captioner (2 decoder layers, P = 64) trained for 60 steps and saved with save_pretrained."""
     out = tmp_path_factory.mktemp("model") / "captioner"
     records = image_records(load_coco(tiny_split[0]), tiny_split[1])
     train_captioner(records, PROMPT, out, TINY, log=lambda _m: None)

@@ -11,6 +11,7 @@ from kneurons.neurons import (
     candidates,
     final_set,
     pan_scores,
+    random_neurons,
     resolve_threshold,
     schwettmann_scores,
     top_neurons,
@@ -88,3 +89,10 @@ def test_thresholds_absolute_or_quantile():
     assert resolve_threshold("q0.5", np.array([])) == float("inf")
     with pytest.raises(ValueError, match=r"q0\.99"):
         resolve_threshold("top10", values)
+
+
+def test_random_neurons_match_layer_counts_and_seed():
+    a = random_neurons([3, 0, 5], 16, seed=7)
+    assert a.shape == (3, 16) and a.sum(axis=1).tolist() == [3, 0, 5]
+    assert np.array_equal(a, random_neurons([3, 0, 5], 16, seed=7))
+    assert not np.array_equal(a, random_neurons([3, 0, 5], 16, seed=8))

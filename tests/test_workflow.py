@@ -1,26 +1,35 @@
-"""End to end: the Snakemake DAG on the small test config, from synthetic data to eval.json."""
+"""End to end: the Snakemake DAG on the small test config, from synthetic data to neuron sets."""
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import h5py
 import pytest
+import yaml
 
 from kneurons.coco import load_coco
+from kneurons.io import read_tsv_rows
 
 REPO = Path(__file__).resolve().parents[1]
+TEST_CONFIG = REPO / "config" / "test.yaml"
 
 
-def snakemake(
-    workdir: Path, *args: str, extra_config: Path = REPO / "config" / "test.yaml"
-) -> subprocess.CompletedProcess:
-    """Run snakemake on this repository's Snakefile in ``workdir`` with the default config plus ``extra_config``."""
+def snakemake(workdir: Path, *args: str, configs: tuple[Path, ...] = (TEST_CONFIG,)) -> subprocess.CompletedProcess:
+    """Run snakemake on this repository's Snakefile in ``workdir`` with the default config plus ``configs``."""
     cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir)]
-    cmd += ["--configfile", str(REPO / "config" / "config.yaml"), str(extra_config), *args]
+    cmd += ["--configfile", str(REPO / "config" / "config.yaml"), *map(str, configs), *args]
     return subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """The "Job stats" table of a snakemake run or dry run, as {rule: count}."""
+    table = output.split("Job stats:")[-1]
+    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m[1] != "total"}
 
 
 @pytest.fixture(scope="module")
@@ -31,26 +40,71 @@ def run_dir(tmp_path_factory) -> Path:
     return workdir
 
 
-def test_default_dag_runs_to_eval(run_dir):
+@pytest.fixture(scope="module")
+def samples(run_dir) -> list[dict]:
+    return read_tsv_rows(run_dir / "results/samples/selected.tsv")
+
+
+def test_captioner_trained_and_evaluated(run_dir):
     ev = json.loads((run_dir / "results/model/eval.json").read_text())
     for key in ("precision", "recall", "constraint_pass_share", "ablated_recall"):
         assert 0.0 <= ev[key] <= 1.0
-    assert ev["held_out_images"] == 10
-    assert ev["training"]["settings"]["steps"] == 4
-    coco = load_coco(run_dir / "results/synth/annotations/instances_val.json")
-    assert len(coco.getImgIds()) == 10
-    assert (run_dir / "results/model/captioner/config.json").is_file()
+    assert ev["held_out_images"] == 40
+    assert ev["training"]["settings"]["steps"] > 0
+    assert len(load_coco(run_dir / "results/synth/annotations/instances_val.json").getImgIds()) == 40
 
 
-def test_nothing_left_to_do_after_a_run(run_dir):
+def test_sample_table_explains_every_candidate(samples):
+    assert {r["knowledge"] for r in samples} == {"bear", "fire hydrant", "bus", "pizza"}
+    assert any(r["status"] == "selected" for r in samples), "no sample passed the constraints"
+    for r in samples:
+        assert r["status"] in {"selected", "rejected", "pending"}
+        assert (r["status"] == "selected") == (r["reason"] == "")
+
+
+def test_every_selected_sample_has_dumps_and_nonempty_sets(run_dir, samples):
+    arch = yaml.safe_load(TEST_CONFIG.read_text())["captioner"]
+    shape = (arch["layers"], 64, arch["intermediate"])  # (L, P, d_ff); P = (48 / 6)²
+    chosen = [r for r in samples if r["status"] == "selected"]
+    for r in chosen:
+        k, image_id = r["knowledge"].replace(" ", "_"), r["image_id"]
+        with h5py.File(run_dir / f"results/activations/{k}/{image_id}.h5") as f:
+            assert f["original"].dtype.name == "float16" and f["original"].shape == shape
+            assert f["original"].chunks == (1, *shape[1:]) and f.attrs["complete"]
+            assert f.attrs["prompt"] == "<image>The image shows a"
+        with h5py.File(run_dir / f"results/gradcam/{k}/{image_id}.h5") as f:
+            assert f["gradcam"].dtype.name == "float32" and f["gradcam"].shape == shape
+            assert f.attrs["token"] == r["knowledge"].split()[0]
+        ours = json.loads((run_dir / f"results/neurons/ours/{k}/{image_id}.json").read_text())
+        assert ours["size"] > 0 and len(ours["neurons"]) == ours["size"] <= ours["candidates"]
+        assert ours["thresholds"]["activation"] == "q0.95" and ours["excluded_layers"] == [1]
+        for baseline in ("schwettmann", "pan", "random"):
+            b = json.loads((run_dir / f"results/neurons/{baseline}/{k}/{image_id}.json").read_text())
+            assert b["size"] == ours["size"]
+    summary = read_tsv_rows(run_dir / "results/neurons/summary.tsv")
+    assert len(summary) == 4 * len(chosen)
+
+
+def test_threshold_change_reruns_only_that_target(run_dir, samples, tmp_path):
     proc = snakemake(run_dir, "-n", "--cores", "1")
-    assert proc.returncode == 0
-    assert "Nothing to be done" in proc.stdout + proc.stderr
+    assert proc.returncode == 0 and "Nothing to be done" in proc.stdout + proc.stderr
+    name = next(r["knowledge"] for r in samples if r["status"] == "selected")
+    override = tmp_path / "threshold.yaml"
+    override.write_text(f"thresholds:\n  knowledge:\n    {name}: {{activation: 0.5, gradcam: 0.0}}\n")
+    proc = snakemake(run_dir, "-n", "--cores", "1", configs=(TEST_CONFIG, override))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert job_counts(proc.stdout + proc.stderr) == {
+        "neurons_ours": 1,
+        "neurons_baseline": 3,
+        "neuron_summary": 1,
+        "all": 1,
+    }
+    assert f"k={name.replace(' ', '_')}" in proc.stdout + proc.stderr
 
 
 def test_schema_rejects_bad_values(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("captioner:\n  steps: 0\n")
-    proc = snakemake(tmp_path, "-n", extra_config=bad)
+    proc = snakemake(tmp_path, "-n", configs=(bad,))
     assert proc.returncode != 0
     assert "steps" in proc.stdout + proc.stderr

@@ -7,6 +7,7 @@ V = O'_original − O'_inpainted; g = O'_original ⊙ ∂y_c/∂O'_original (Gra
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -71,6 +72,18 @@ def top_neurons(scores: np.ndarray, k: int, exclude_layers: tuple[int, ...] = ()
     mask = np.zeros(flat.shape, bool)
     mask[order] = True
     return mask.reshape(scores.shape)
+
+
+def random_neurons(layer_counts: Sequence[int], d_ff: int, seed: int) -> np.ndarray:
+    """(L, d_ff) bool mask with ``layer_counts[l]`` units drawn uniformly without replacement in each layer l.
+
+    The control set: same size and layer distribution as the set it shadows, units chosen by chance.
+    """
+    rng = np.random.default_rng(seed)
+    mask = np.zeros((len(layer_counts), d_ff), bool)
+    for layer, n in enumerate(layer_counts):
+        mask[layer, rng.choice(d_ff, size=n, replace=False)] = True
+    return mask
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import zlib
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -22,6 +23,7 @@ from kneurons.neurons import (
     candidates,
     final_set,
     pan_scores,
+    random_neurons,
     resolve_threshold,
     schwettmann_scores,
     top_neurons,
@@ -36,7 +38,7 @@ from kneurons.samples import (
     write_tsv,
 )
 
-BASELINES = ("schwettmann", "pan")
+BASELINES = ("schwettmann", "pan", "random")
 
 
 def write_knowledge(annotations: str, spec: str | list[str], per_supercategory: int, out: str) -> list[Knowledge]:
@@ -200,7 +202,8 @@ def ours_stage(
 
 
 def baseline_stage(method: str, ours_dir: str, activations_dir: str, gradcam_dir: str, out_dir: str) -> None:
-    """Rule neurons_baseline: Schwettmann's or Pan's top-|N_k| neurons for each sample."""
+    """Rule neurons_baseline: Schwettmann's or Pan's top-|N_k| neurons for each sample, or the random control:
+    N_k's per-layer counts drawn uniformly (seeded by knowledge and image id)."""
     if method not in BASELINES:
         raise ValueError(f"baseline method must be one of {BASELINES}, got {method!r}")
     with atomic_path(out_dir) as tmp:
@@ -210,10 +213,16 @@ def baseline_stage(method: str, ours_dir: str, activations_dir: str, gradcam_dir
             cam, _ = read_dump(Path(gradcam_dir) / f"{path.stem}.h5", ["gradcam", "unit_logit"])
             if method == "schwettmann":
                 scores, desc = schwettmann_scores(cam["gradcam"]), "mean_p GradCAM"
-            else:
+                mask = top_neurons(scores, ours["size"])
+            elif method == "pan":
                 orig = read_dump(Path(activations_dir) / f"{path.stem}.h5", ["original"])[0]["original"]
                 scores, desc = pan_scores(orig, cam["unit_logit"]), "mean_p O' * D[:, c]"
-            chosen = NeuronSet.from_mask(top_neurons(scores, ours["size"]), scores)
+                mask = top_neurons(scores, ours["size"])
+            else:
+                seed = zlib.crc32(f"{ours['knowledge']}/{ours['image_id']}".encode())
+                mask = random_neurons(ours["layer_counts"], cam["gradcam"].shape[-1], seed)
+                scores, desc = np.zeros(mask.shape, np.float32), "none (random control, N_k's layer counts)"
+            chosen = NeuronSet.from_mask(mask, scores)
             _write_json(
                 tmp / path.name,
                 {
