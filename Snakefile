@@ -25,6 +25,7 @@ include: "rules/common.smk"
 include: "rules/synth.smk"
 include: "rules/samples.smk"
 include: "rules/neurons.smk"
+include: "rules/perturb.smk"
 
 
 rule all:

@@ -11,6 +11,7 @@ METHODS = ("ours", *BASELINES)
 wildcard_constraints:
     split="|".join(SYNTH_SPLITS),
     k="[A-Za-z0-9_-]+",
+    method="|".join(METHODS),
     baseline="|".join(BASELINES),
 
 
@@ -69,9 +70,19 @@ def all_neuron_sets(wildcards):
     )
 
 
+def all_perturbations(wildcards):
+    return expand(
+        "results/perturb/{method}/{k}.jsonl", method=METHODS, k=targets_with_samples()
+    )
+
+
 def final_outputs():
     """Every file `rule all` asks for under the current config."""
-    outputs = ["results/samples/selected.tsv", "results/neurons/summary.tsv"]
+    outputs = [
+        "results/samples/selected.tsv",
+        "results/neurons/summary.tsv",
+        "results/tables/table2.csv",
+    ]
     if MODEL == TRAINED_MODEL:
         outputs.append("results/model/eval.json")
     return outputs

@@ -85,6 +85,23 @@ def test_every_selected_sample_has_dumps_and_nonempty_sets(run_dir, samples):
     assert len(summary) == 4 * len(chosen)
 
 
+def test_table2_covers_every_method_knowledge_and_level(run_dir, samples):
+    rows = read_tsv_rows(run_dir / "results/tables/table2.csv", delimiter=",")
+    levels = {str(v) for v in yaml.safe_load(TEST_CONFIG.read_text())["noise"]["levels"]}
+    with_samples = {r["knowledge"] for r in samples if r["status"] == "selected"}
+    keys = {(r["method"], r["knowledge"], r["level"]) for r in rows}
+    for method in ("ours", "schwettmann", "pan", "random"):
+        assert (method, "all", "all") in keys
+        for k in with_samples:
+            for level in levels:
+                assert (method, k, level) in keys
+    for r in rows:
+        for m in ("S_se", "S_re", "S_mean", "S_hal"):
+            assert 0.0 <= float(r[m]) <= 1.0
+            assert float(r[f"{m}_lo"]) <= float(r[m]) + 1e-9 <= float(r[f"{m}_hi"]) + 2e-9
+    assert "| method | level | sets | S_se |" in (run_dir / "results/tables/table2.md").read_text()
+
+
 def test_threshold_change_reruns_only_that_target(run_dir, samples, tmp_path):
     proc = snakemake(run_dir, "-n", "--cores", "1")
     assert proc.returncode == 0 and "Nothing to be done" in proc.stdout + proc.stderr
@@ -97,6 +114,8 @@ def test_threshold_change_reruns_only_that_target(run_dir, samples, tmp_path):
         "neurons_ours": 1,
         "neurons_baseline": 3,
         "neuron_summary": 1,
+        "perturb": 4,
+        "table2": 1,
         "all": 1,
     }
     assert f"k={name.replace(' ', '_')}" in proc.stdout + proc.stderr

@@ -31,15 +31,15 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp.unlink()
 
 
-def write_tsv_rows(path: str | os.PathLike, rows: Iterable[dict], fieldnames: list[str]) -> None:
-    """Write dict rows as a tab-separated file with a header line, atomically."""
+def write_tsv_rows(path: str | os.PathLike, rows: Iterable[dict], fieldnames: list[str], delimiter: str = "\t") -> None:
+    """Write dict rows as a tab-separated (or ``delimiter``-separated) file with a header line, atomically."""
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=fieldnames, delimiter="\t", lineterminator="\n")
+        w = csv.DictWriter(f, fieldnames=fieldnames, delimiter=delimiter, lineterminator="\n")
         w.writeheader()
         w.writerows(rows)
 
 
-def read_tsv_rows(path: str | os.PathLike) -> list[dict]:
+def read_tsv_rows(path: str | os.PathLike, delimiter: str = "\t") -> list[dict]:
     """The rows of a file written by write_tsv_rows, as dicts of strings."""
     with open(path, newline="") as f:
-        return list(csv.DictReader(f, delimiter="\t"))
+        return list(csv.DictReader(f, delimiter=delimiter))

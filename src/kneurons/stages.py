@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import zlib
@@ -11,11 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
+from kneurons.captions import mentions
 from kneurons.coco import ImageRecord, image_records, load_coco, read_image
 from kneurons.dumps import gradcam, image_activations
 from kneurons.generation import generate_captions
 from kneurons.h5io import read_dump, write_dump
 from kneurons.io import atomic_path, read_tsv_rows, write_tsv_rows
+from kneurons.metrics import markdown_table, table2
 from kneurons.models import LoadedModel
 from kneurons.neurons import (
     NeuronSet,
@@ -28,6 +31,7 @@ from kneurons.neurons import (
     schwettmann_scores,
     top_neurons,
 )
+from kneurons.perturb import layer_units, perturbed_captions
 from kneurons.samples import (
     Candidate,
     Knowledge,
@@ -268,3 +272,81 @@ def neuron_summary(set_dirs: Sequence[str], out_tsv: str) -> None:
                 }
             )
     write_tsv_rows(out_tsv, rows, cols)
+
+
+def sample_images(selected_tsv: str) -> list[Candidate]:
+    """D over all knowledge targets: the selected rows of the sample table, in (knowledge, image id) order."""
+    return sorted(selected(read_tsv(selected_tsv)), key=lambda r: (r.knowledge, r.image_id))
+
+
+def perturb_stage(
+    loaded: LoadedModel,
+    annotations: str,
+    images: str,
+    selected_tsv: str,
+    sets_dir: str,
+    activations_dir: str,
+    prompt: str,
+    levels: Sequence[float],
+    seeds: int,
+    scale: str,
+    synonyms: dict[str, list[str]],
+    out_jsonl: str,
+    **gen,
+) -> None:
+    """Rule perturb: for each neuron set of one (method, k), caption every image of D under noise at every
+    (level, seed). ``scale`` "absolute" adds level · z; "relative" multiplies it per unit by the std over the image
+    positions of that unit's O' on the set's own original image. One JSON line per (set, level, seed, image).
+    """
+    d = sample_images(selected_tsv)
+    records = _records_by_id(annotations, images)
+    ids = sorted({r.image_id for r in d})
+    pixels = [read_image(records[i].path) for i in ids]
+    column = {image_id: j for j, image_id in enumerate(ids)}
+    rows = [(float(level), seed, j) for level in levels for seed in range(seeds) for j in range(len(ids))]
+    with atomic_path(out_jsonl) as tmp, open(tmp, "w") as out:
+        for path in sorted(Path(sets_dir).glob("*.json"), key=lambda p: int(p.stem)):
+            nset = json.loads(path.read_text())
+            units = layer_units(nset["neurons"], len(nset["layer_counts"]))
+            scales = None
+            if scale == "relative":
+                orig = read_dump(Path(activations_dir) / f"{path.stem}.h5", ["original"])[0]["original"]
+                spread = orig.astype(np.float32).std(axis=1)  # (L, d_ff)
+                scales = [spread[layer, u] for layer, u in enumerate(units)]
+            captions = perturbed_captions(loaded, pixels, prompt, units, rows, scales, **gen)
+            by_row = dict(zip(rows, captions, strict=True))
+            k = nset["knowledge"]
+            for (level, seed), r in itertools.product(itertools.product(levels, range(seeds)), d):
+                caption = by_row[(float(level), seed, column[r.image_id])]
+                line = {
+                    "method": nset["method"],
+                    "knowledge": k,
+                    "set": nset["image_id"],
+                    "set_size": nset["size"],
+                    "level": level,
+                    "seed": seed,
+                    "image_id": r.image_id,
+                    "image_knowledge": r.knowledge,
+                    "caption": caption,
+                    "mentions": mentions(caption, r.knowledge, synonyms.get(r.knowledge, ())),
+                    "mentions_target": mentions(caption, k, synonyms.get(k, ())),
+                    "inpainted_caption": r.inpainted_caption,
+                }
+                out.write(json.dumps(line) + "\n")
+
+
+TABLE2_COLUMNS = ["method", "knowledge", "level", "sets"] + [
+    f"{m}{suffix}" for m in ("S_se", "S_re", "S_mean", "S_hal") for suffix in ("", "_lo", "_hi")
+]
+
+
+def table2_stage(perturb_jsonls: Sequence[str], out_csv: str, out_md: str) -> None:
+    """Rule table2: Table II as CSV (every row) and Markdown (the per-method summary rows and per-level rows)."""
+    lines = [json.loads(ln) for p in perturb_jsonls for ln in Path(p).read_text().splitlines()]
+    rows = table2(lines)
+    write_tsv_rows(out_csv, rows, TABLE2_COLUMNS, delimiter=",")
+    summary = [r for r in rows if r["knowledge"] == "all"]
+    cols = ["method", "level", "sets", "S_se", "S_re", "S_mean", "S_hal"]
+    ci = [{**r, **{m: f"{r[m]:.3f} [{r[m + '_lo']:.3f}, {r[m + '_hi']:.3f}]" for m in cols[3:]}} for r in summary]
+    with atomic_path(out_md) as tmp:
+        tmp.write_text("Table II (95 % bootstrap intervals over samples)\n\n" + markdown_table(ci, cols))

@@ -1,0 +1,39 @@
+# Noise-perturbed captioning of every image of D for each neuron set, and the paper's Table II.
+
+
+rule perturb:
+    input:
+        **DATA,
+        model=MODEL,
+        selected="results/samples/selected.tsv",
+        sets="results/neurons/{method}/{k}",
+        activations="results/activations/{k}",
+    output:
+        "results/perturb/{method}/{k}.jsonl",
+    log:
+        "results/logs/perturb/{method}/{k}.log",
+    conda:
+        "../envs/kneurons.yaml"
+    threads: config["threads"]
+    params:
+        model=config["model"],
+        prompt=config["prompt"],
+        noise=config["noise"],
+        synonyms=config["synonyms"],
+        generation=config["generation"],
+    script:
+        "../workflow/scripts/perturb.py"
+
+
+rule table2:
+    input:
+        all_perturbations,
+    output:
+        csv=report("results/tables/table2.csv", category="Tables"),
+        md=report("results/tables/table2.md", category="Tables"),
+    log:
+        "results/logs/table2.log",
+    conda:
+        "../envs/kneurons.yaml"
+    script:
+        "../workflow/scripts/table2.py"

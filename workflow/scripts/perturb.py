@@ -1,0 +1,22 @@
+"""Rule perturb: caption every image of D under noise on each neuron set of one (method, k)."""
+
+from kneurons.jobs import load_job_model, start_job
+from kneurons.stages import perturb_stage
+
+start_job(snakemake)
+noise = snakemake.params.noise
+perturb_stage(
+    load_job_model(snakemake),
+    snakemake.input.annotations,
+    snakemake.input.images,
+    snakemake.input.selected,
+    snakemake.input.sets,
+    snakemake.input.activations,
+    snakemake.params.prompt,
+    levels=noise["levels"],
+    seeds=noise["seeds"],
+    scale=noise["scale"],
+    synonyms=snakemake.params.synonyms,
+    out_jsonl=snakemake.output[0],
+    **snakemake.params.generation,
+)
