@@ -30,9 +30,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     loaded = load_model(args.model)
     images = [read_image(r.path) for r in image_records(load_coco(args.annotations), args.images)[:16]]
-    # a 15-neuron set spread over the layers, relative-scale-free absolute noise of a small level
-    units = layer_units([[layer, 17 * j + layer] for layer in range(loaded.n_layers) for j in range(3)], loaded.n_layers)
-    rows = [(0.5, seed, i % len(images)) for seed, i in zip(range(args.rows), range(args.rows), strict=True)]
+    # 3 units in every layer, absolute noise of a small level; row r: seed r on image r mod 16
+    neurons = [[layer, 17 * j + layer] for layer in range(loaded.n_layers) for j in range(3)]
+    units = layer_units(neurons, loaded.n_layers)
+    rows = [(0.5, r, r % len(images)) for r in range(args.rows)]
 
     t0 = time.perf_counter()
     naive = perturbed_captions(loaded, images, args.prompt, units, rows, batch_size=1)

@@ -7,8 +7,9 @@ import pytest
 from kneurons.metrics import markdown_table, per_set_scores, table2
 
 
-def line(method, k, set_id, level, image_k, mentions, mentions_target=False, seed=0):
+def line(method, k, set_id, level, image_k, mentions, mentions_target=False, seed=0, has_target=None):
     return {
+        "image_has_target": image_k == k if has_target is None else has_target,
         "method": method,
         "knowledge": k,
         "set": set_id,
@@ -31,6 +32,8 @@ LINES = [
     # bus's set 7 at level 4: nothing suppressed, bear kept
     line("ours", "bus", 7, 4, "bus", True),
     line("ours", "bus", 7, 4, "bear", True),
+    # a bear image that also holds a bus: naming "bus" there is no hallucination
+    line("ours", "bus", 7, 4, "bear", True, mentions_target=True, has_target=True),
 ]
 
 

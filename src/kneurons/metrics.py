@@ -1,7 +1,8 @@
 """Table II: suppression S_se, retention S_re and their mean, with bootstrap confidence intervals over samples.
 
 Input rows are the perturbation lines of rule perturb: one per (method, knowledge k, set, level, seed, image),
-with ``mentions`` (the caption names the image's own knowledge) and ``mentions_target`` (it names k).
+with ``mentions`` (the caption names the image's own knowledge), ``mentions_target`` (it names k) and
+``image_has_target`` (k is annotated in the image).
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ def per_set_scores(lines: Iterable[dict]) -> dict[tuple, dict[str, float]]:
     """Scores of each (method, k, set, level), averaged over seeds and images.
 
     S_se = 1 − share of k's images whose caption still mentions k; S_re = share of the other images whose caption
-    still mentions their own object; S_hal = share of the other images whose caption mentions k (hallucination).
+    still mentions their own object; S_hal = share of the images without k whose caption mentions k
+    (hallucinated target).
     """
     own, other, hal = defaultdict(list), defaultdict(list), defaultdict(list)
     for ln in lines:
@@ -27,6 +29,7 @@ def per_set_scores(lines: Iterable[dict]) -> dict[tuple, dict[str, float]]:
             own[key].append(ln["mentions"])
         else:
             other[key].append(ln["mentions"])
+        if not ln["image_has_target"]:
             hal[key].append(ln["mentions_target"])
     keys = sorted(set(own) | set(other), key=str)
     return {

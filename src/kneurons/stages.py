@@ -330,6 +330,7 @@ def perturb_stage(
                     "caption": caption,
                     "mentions": mentions(caption, r.knowledge, synonyms.get(r.knowledge, ())),
                     "mentions_target": mentions(caption, k, synonyms.get(k, ())),
+                    "image_has_target": r.knowledge == k or k in r.others.split(","),
                     "inpainted_caption": r.inpainted_caption,
                 }
                 out.write(json.dumps(line) + "\n")
