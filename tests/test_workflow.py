@@ -111,6 +111,13 @@ def test_table3_scores_every_method(run_dir):
             assert 0.0 <= float(r[m]) <= 1.0 + 1e-6
 
 
+def test_report_builds(run_dir):
+    proc = snakemake(run_dir, "--report", "results/report.html")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    html = (run_dir / "results/report.html").read_text(errors="replace")
+    assert "table2.csv" in html and "table3.csv" in html
+
+
 def test_threshold_change_reruns_only_that_target(run_dir, samples, tmp_path):
     proc = snakemake(run_dir, "-n", "--cores", "1")
     assert proc.returncode == 0 and "Nothing to be done" in proc.stdout + proc.stderr
