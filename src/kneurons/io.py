@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import shutil
 from collections.abc import Iterable, Iterator
@@ -43,3 +44,9 @@ def read_tsv_rows(path: str | os.PathLike, delimiter: str = "\t") -> list[dict]:
     """The rows of a file written by write_tsv_rows, as dicts of strings."""
     with open(path, newline="") as f:
         return list(csv.DictReader(f, delimiter=delimiter))
+
+
+def write_json(path: str | os.PathLike, data: dict) -> None:
+    """Write ``data`` as indented JSON, atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=1))

@@ -17,7 +17,7 @@ from kneurons.coco import ImageRecord, image_records, load_coco, read_image
 from kneurons.dumps import gradcam, image_activations
 from kneurons.generation import generate_captions
 from kneurons.h5io import read_dump, write_dump
-from kneurons.io import atomic_path, read_tsv_rows, write_tsv_rows
+from kneurons.io import atomic_path, read_tsv_rows, write_json, write_tsv_rows
 from kneurons.metrics import markdown_table, table2
 from kneurons.models import LoadedModel
 from kneurons.neurons import (
@@ -37,6 +37,7 @@ from kneurons.samples import (
     Knowledge,
     inpaint_candidates,
     read_tsv,
+    reason_counts,
     resolve_knowledge,
     select_samples,
     write_tsv,
@@ -82,9 +83,14 @@ def caption_stage(
     write_tsv(out_tsv, rows)
 
 
-def select_stage(captioned_tsv: str, n: int, synonyms: Sequence[str], out_tsv: str) -> None:
-    """Rule select_samples: judge the three constraints and keep the first ``n`` passing candidates."""
-    write_tsv(out_tsv, select_samples(read_tsv(captioned_tsv), n, synonyms))
+def select_stage(captioned_tsv: str, n: int, synonyms: Sequence[str], out_tsv: str) -> dict[str, int]:
+    """Rule select_samples: judge the three constraints and keep the first ``n`` passing candidates.
+
+    Returns how many candidates ended with each reason (the selected ones under "selected").
+    """
+    judged = select_samples(read_tsv(captioned_tsv), n, synonyms)
+    write_tsv(out_tsv, judged)
+    return reason_counts(judged)
 
 
 def selected(rows: Sequence[Candidate]) -> list[Candidate]:
@@ -150,11 +156,6 @@ def gradcam_stage(
             write_dump(tmp / f"{row.image_id}.h5", {"gradcam": cam.gradcam, "unit_logit": cam.unit_logit}, attrs)
 
 
-def _write_json(path: Path, data: dict) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=1))
-
-
 def ours_stage(
     activations_dir: str, gradcam_dir: str, thresholds: dict, exclude_last_layer: bool, out_dir: str
 ) -> None:
@@ -183,7 +184,7 @@ def ours_stage(
                 t_g = max(t_g, 0.0)
             final = final_set(cand, g, t_g)
             chosen = NeuronSet.from_mask(final, gmax)
-            _write_json(
+            write_json(
                 tmp / f"{path.stem}.json",
                 {
                     "method": "ours",
@@ -228,7 +229,7 @@ def baseline_stage(method: str, ours_dir: str, activations_dir: str, gradcam_dir
                 mask = random_neurons(ours["layer_counts"], cam["gradcam"].shape[-1], seed)
                 scores, desc = np.zeros(mask.shape, np.float32), "none (random control, N_k's layer counts)"
             chosen = NeuronSet.from_mask(mask, scores)
-            _write_json(
+            write_json(
                 tmp / path.name,
                 {
                     "method": method,

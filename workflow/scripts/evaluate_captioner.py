@@ -3,7 +3,7 @@
 import json
 
 from kneurons.coco import image_records, load_coco
-from kneurons.io import atomic_path
+from kneurons.io import write_json
 from kneurons.jobs import load_job_model, start_job
 from kneurons.synth.evaluate import evaluate_captioner
 
@@ -13,6 +13,5 @@ names = [c["name"] for c in coco.loadCats(coco.getCatIds())]
 loaded = load_job_model(snakemake)
 result = evaluate_captioner(loaded, image_records(coco, snakemake.input.images), snakemake.params.prompt, names)
 result["training"] = json.loads((loaded.path / "training.json").read_text())
-with atomic_path(snakemake.output[0]) as tmp:
-    tmp.write_text(json.dumps(result, indent=1))
+write_json(snakemake.output[0], result)
 log.info("eval: %s", result)

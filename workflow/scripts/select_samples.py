@@ -3,5 +3,6 @@
 from kneurons.jobs import start_job
 from kneurons.stages import select_stage
 
-start_job(snakemake)
-select_stage(snakemake.input[0], snakemake.params.n, snakemake.params.synonyms, snakemake.output[0])
+log = start_job(snakemake)
+counts = select_stage(snakemake.input[0], snakemake.params.n, snakemake.params.synonyms, snakemake.output[0])
+log.info("candidates by outcome: %s", counts)
