@@ -11,6 +11,10 @@ configfile: "config/config.yaml"
 
 validate(config, "config/schema.yaml")
 
+
+report: "report/workflow.rst"
+
+
 # The library in src/ serves this process (rules/common.smk imports it) and every job, with or without an
 # installed package (e.g. under --use-conda, whose environment holds only the dependencies).
 SRC = os.path.join(workflow.basedir, "src")
@@ -26,9 +30,11 @@ include: "rules/synth.smk"
 include: "rules/samples.smk"
 include: "rules/neurons.smk"
 include: "rules/perturb.smk"
+include: "rules/figures.smk"
 
 
 rule all:
     default_target: True
     input:
         final_outputs(),
+        all_heatmaps,

@@ -1,5 +1,6 @@
 # Helpers shared by the rules: paths, knowledge targets (from checkpoints), parameters, final outputs.
 
+from kneurons.reporting import example_level
 from kneurons.samples import read_tsv
 from kneurons.stages import BASELINES, read_knowledge
 
@@ -76,6 +77,10 @@ def all_perturbations(wildcards):
     )
 
 
+def all_heatmaps(wildcards):
+    return expand("results/figures/heatmaps/{k}.png", k=targets_with_samples())
+
+
 def final_outputs():
     """Every file `rule all` asks for under the current config."""
     outputs = [
@@ -83,6 +88,9 @@ def final_outputs():
         "results/neurons/summary.tsv",
         "results/tables/table2.csv",
         "results/tables/table3.csv",
+        "results/tables/examples.md",
+        "results/tables/decoded_neurons.md",
+        "results/figures/layer_distribution.png",
     ]
     if MODEL == TRAINED_MODEL:
         outputs.append("results/model/eval.json")

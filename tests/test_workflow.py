@@ -115,7 +115,26 @@ def test_report_builds(run_dir):
     proc = snakemake(run_dir, "--report", "results/report.html")
     assert proc.returncode == 0, proc.stderr[-2000:]
     html = (run_dir / "results/report.html").read_text(errors="replace")
-    assert "table2.csv" in html and "table3.csv" in html
+    for name in ("table2.csv", "table3.csv", "examples.md", "decoded_neurons.md", "layer_distribution.png"):
+        assert name in html, name
+    assert "heatmaps" in html
+
+
+def test_figures_and_example_tables(run_dir, samples):
+    with_samples = sorted({r["knowledge"] for r in samples if r["status"] == "selected"})
+    for k in with_samples:
+        assert (run_dir / f"results/figures/heatmaps/{k.replace(' ', '_')}.png").read_bytes()[:4] == b"\x89PNG"
+    dist = read_tsv_rows(run_dir / "results/tables/layer_distribution.csv", delimiter=",")
+    summary = read_tsv_rows(run_dir / "results/neurons/summary.tsv")
+    for method in ("ours", "schwettmann", "pan", "random"):
+        counted = sum(int(r["neurons"]) for r in dist if r["method"] == method)
+        assert counted == sum(int(r["size"]) for r in summary if r["method"] == method)
+    decoded = read_tsv_rows(run_dir / "results/tables/decoded_neurons.csv", delimiter=",")
+    assert len(decoded) == sum(int(r["size"]) for r in summary)
+    assert all(len(r["tokens"].split()) >= 5 for r in decoded)
+    examples = read_tsv_rows(run_dir / "results/tables/examples.csv", delimiter=",")
+    assert [r["knowledge"] for r in examples] == with_samples
+    assert all(r[m] for r in examples for m in ("original", "ours", "schwettmann", "pan", "random"))
 
 
 def test_threshold_change_reruns_only_that_target(run_dir, samples, tmp_path):
@@ -130,7 +149,11 @@ def test_threshold_change_reruns_only_that_target(run_dir, samples, tmp_path):
         "neurons_ours": 1,
         "neurons_baseline": 3,
         "neuron_summary": 1,
+        "layer_distribution": 1,
+        "decoded_neurons": 1,
+        "heatmaps": 1,
         "perturb": 4,
+        "examples": 1,
         "table2": 1,
         "table3": 1,
         "all": 1,

@@ -26,6 +26,18 @@ def prompt_inputs(loaded: LoadedModel, images: Sequence[np.ndarray], prompt: str
 
 
 @torch.inference_mode()
+def generate_batch(
+    loaded: LoadedModel, inputs: dict[str, torch.Tensor], max_new_tokens: int = 32, context: BatchContext | None = None
+) -> list[str]:
+    """Greedy continuations of one batch of processor ``inputs`` (every tensor (B, ...)), decoded without special
+    tokens and stripped."""
+    ctx = context(inputs["input_ids"]) if context else nullcontext()
+    with ctx:
+        out = loaded.model.generate(**inputs, do_sample=False, num_beams=1, max_new_tokens=max_new_tokens)
+    new = out[:, inputs["input_ids"].shape[1] :]
+    return [c.strip() for c in loaded.processor.batch_decode(new, skip_special_tokens=True)]
+
+
 def generate_captions(
     loaded: LoadedModel,
     images: Sequence[np.ndarray],
@@ -34,13 +46,8 @@ def generate_captions(
     batch_size: int = 64,
     context: BatchContext | None = None,
 ) -> list[str]:
-    """Greedy continuations of ``prompt`` for each image, decoded without special tokens and stripped."""
+    """Greedy continuations of ``prompt`` for each image, ``batch_size`` images per generate call."""
     captions: list[str] = []
     for sl in _batches(len(images), batch_size):
-        inputs = prompt_inputs(loaded, images[sl], prompt)
-        ctx = context(inputs["input_ids"]) if context else nullcontext()
-        with ctx:
-            out = loaded.model.generate(**inputs, do_sample=False, num_beams=1, max_new_tokens=max_new_tokens)
-        new = out[:, inputs["input_ids"].shape[1] :]
-        captions += [c.strip() for c in loaded.processor.batch_decode(new, skip_special_tokens=True)]
+        captions += generate_batch(loaded, prompt_inputs(loaded, images[sl], prompt), max_new_tokens, context)
     return captions

@@ -12,20 +12,27 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-# edit(layer, O) -> O', both (B, T, d_ff); applied where the image mask is set.
+# edit(layer, O_img) -> new O_img, both (B, P, d_ff): the act_fn output at the image positions only. The edit may
+# change O_img in place (it is a copy).
 Edit = Callable[[int, torch.Tensor], torch.Tensor]
 
 
 @contextmanager
 def edit_image_activations(act_fns: Sequence[nn.Module], image_mask: torch.Tensor, edit: Edit) -> Iterator[None]:
-    """Within the block, replace O[l] by ``edit(l, O[l])`` at the image positions of ``image_mask`` (B, T) bool."""
-    mask = image_mask[..., None]
+    """Within the block, replace O[l] by ``edit(l, O[l])`` at the image positions of ``image_mask`` (B, T) bool
+    (P positions in every row); the other positions keep their values."""
+    b = image_mask.shape[0]
 
     def make_hook(layer: int) -> Callable:
         def hook(_module: nn.Module, _inputs: tuple, output: torch.Tensor) -> torch.Tensor | None:
             if output.shape[:2] != image_mask.shape:
                 return None
-            return torch.where(mask, edit(layer, output), output)
+            d = output.shape[-1]
+            new = edit(layer, output[image_mask].view(b, -1, d))
+            if output.requires_grad:  # keep autograd's view of the original output intact
+                output = output.clone()
+            output[image_mask] = new.reshape(-1, d).to(output.dtype)
+            return output
 
         return hook
 

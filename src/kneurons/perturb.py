@@ -13,7 +13,7 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
-from kneurons.generation import generate_captions
+from kneurons.generation import generate_batch, prompt_inputs
 from kneurons.hooks import edit_image_activations
 from kneurons.models import LoadedModel
 
@@ -50,17 +50,12 @@ def add_noise(
         scales = [np.ones(len(u), np.float32) for u in units]
     scale = [torch.as_tensor(s, device=device, dtype=dtype) for s in scales]
     mask = loaded.image_positions(input_ids)
-    b, p = noise.shape
     noise = noise.to(device=device, dtype=dtype)
 
-    def edit(layer: int, out: torch.Tensor) -> torch.Tensor:
-        if len(idx[layer]) == 0:
-            return out
-        edited = out.clone()
-        img = edited[mask].view(b, p, -1)
-        img[:, :, idx[layer]] += noise[:, :, None] * scale[layer][None, None, :]
-        edited[mask] = img.view(b * p, -1)
-        return edited
+    def edit(layer: int, img: torch.Tensor) -> torch.Tensor:  # img: (B, P, d_ff), a copy
+        if len(idx[layer]):
+            img[:, :, idx[layer]] += noise[:, :, None] * scale[layer][None, None, :]
+        return img
 
     with edit_image_activations(loaded.act_fns, mask, edit):
         yield
@@ -76,18 +71,21 @@ def perturbed_captions(
     max_new_tokens: int = 32,
     batch_size: int = 64,
 ) -> list[str]:
-    """Greedy captions under noise for each row (level, seed, image index), ``batch_size`` rows per generate."""
+    """Greedy captions under noise for each row (level, seed, image index), ``batch_size`` rows per generate.
+
+    The images are processed once; each batch indexes their processor outputs.
+    """
     captions: list[str] = []
     p = loaded.n_image_tokens
+    inputs = prompt_inputs(loaded, images, prompt)
     for start in range(0, len(rows), batch_size):
         batch = rows[start : start + batch_size]
         noise = torch.from_numpy(np.stack([noise_vector(level, seed, p) for level, seed, _ in batch]))
-        captions += generate_captions(
+        which = torch.tensor([i for _, _, i in batch], device=loaded.device)
+        captions += generate_batch(
             loaded,
-            [images[i] for _, _, i in batch],
-            prompt,
-            max_new_tokens=max_new_tokens,
-            batch_size=len(batch),
+            {name: t[which] for name, t in inputs.items()},
+            max_new_tokens,
             context=lambda ids, noise=noise: add_noise(loaded, ids, units, noise, scales),
         )
     return captions

@@ -59,7 +59,8 @@ def read_knowledge(path: str | os.PathLike) -> list[Knowledge]:
     return [Knowledge(**{**r, "images": int(r["images"])}) for r in read_tsv_rows(path)]
 
 
-def _records_by_id(annotations: str, images: str) -> dict[int, ImageRecord]:
+def records_by_id(annotations: str, images: str) -> dict[int, ImageRecord]:
+    """The images of a COCO split by id."""
     return {r.id: r for r in image_records(load_coco(annotations), images)}
 
 
@@ -74,7 +75,7 @@ def caption_stage(
 ) -> None:
     """Rule caption_candidates: caption each candidate's original and inpainted image (batched)."""
     rows = read_tsv(candidates_tsv)
-    records = _records_by_id(annotations, images)
+    records = records_by_id(annotations, images)
     originals = [read_image(records[r.image_id].path) for r in rows]
     inpainted = [read_image(r.inpainted) for r in rows]
     captions = generate_captions(loaded, originals + inpainted, prompt, **gen)
@@ -118,7 +119,7 @@ def activations_stage(
     loaded: LoadedModel, annotations: str, images: str, selected_tsv: str, prompt: str, out_dir: str
 ) -> None:
     """Rule activations: ``{out_dir}/{image_id}.h5`` with O' of the original and inpainted image, (L, P, d_ff) f16."""
-    records = _records_by_id(annotations, images)
+    records = records_by_id(annotations, images)
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
         for row in selected(read_tsv(selected_tsv)):
@@ -142,7 +143,7 @@ def gradcam_stage(
     out_dir: str,
 ) -> None:
     """Rule gradcam: ``{out_dir}/{image_id}.h5`` with g (L, P, d_ff) f32 and D[:, c] (L, d_ff) for Pan's score."""
-    records = _records_by_id(annotations, images)
+    records = records_by_id(annotations, images)
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
         for row in selected(read_tsv(selected_tsv)):
@@ -301,7 +302,7 @@ def perturb_stage(
     positions of that unit's O' on the set's own original image. One JSON line per (set, level, seed, image).
     """
     d = sample_images(selected_tsv)
-    records = _records_by_id(annotations, images)
+    records = records_by_id(annotations, images)
     ids = sorted({r.image_id for r in d})
     pixels = [read_image(records[i].path) for i in ids]
     column = {image_id: j for j, image_id in enumerate(ids)}
@@ -338,6 +339,11 @@ def perturb_stage(
                 out.write(json.dumps(line) + "\n")
 
 
+def read_perturbations(perturb_jsonls: Sequence[str]) -> list[dict]:
+    """Every line of the perturbation files (rule perturb), in file order."""
+    return [json.loads(ln) for p in perturb_jsonls for ln in Path(p).read_text().splitlines()]
+
+
 TABLE2_COLUMNS = ["method", "knowledge", "level", "sets"] + [
     f"{m}{suffix}" for m in ("S_se", "S_re", "S_mean", "S_hal") for suffix in ("", "_lo", "_hi")
 ]
@@ -345,8 +351,7 @@ TABLE2_COLUMNS = ["method", "knowledge", "level", "sets"] + [
 
 def table2_stage(perturb_jsonls: Sequence[str], out_csv: str, out_md: str) -> None:
     """Rule table2: Table II as CSV (every row) and Markdown (the per-method summary rows and per-level rows)."""
-    lines = [json.loads(ln) for p in perturb_jsonls for ln in Path(p).read_text().splitlines()]
-    rows = table2(lines)
+    rows = table2(read_perturbations(perturb_jsonls))
     write_tsv_rows(out_csv, rows, TABLE2_COLUMNS, delimiter=",")
     summary = [r for r in rows if r["knowledge"] == "all"]
     cols = ["method", "level", "sets", "S_se", "S_re", "S_mean", "S_hal"]
@@ -361,8 +366,7 @@ TABLE3_COLUMNS = ["method", "knowledge", "level", "captions", "BLEU", "ROUGE-1",
 def table3_stage(perturb_jsonls: Sequence[str], bert_model: str, bert_layers: int, out_csv: str, out_md: str) -> None:
     """Rule table3: BLEU, ROUGE-1, ROUGE-L and BERTScore F1 of the noisy captions of k's images against their
     inpainted image's caption, as CSV (every row) and Markdown (per-method overall rows)."""
-    lines = [json.loads(ln) for p in perturb_jsonls for ln in Path(p).read_text().splitlines()]
-    rows = table3(lines, bertscore_model_path(bert_model), bert_layers)
+    rows = table3(read_perturbations(perturb_jsonls), bertscore_model_path(bert_model), bert_layers)
     write_tsv_rows(out_csv, rows, TABLE3_COLUMNS, delimiter=",")
     summary = [r for r in rows if r["knowledge"] == "all"]
     with atomic_path(out_md) as tmp:

@@ -1,0 +1,145 @@
+"""The report's rules: layer distribution (Fig. 2), activation heatmaps (Fig. 3), decoded neurons (Fig. 3/5) and
+example captions (Table I). One function per rule: paths and parameters in, files out."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from kneurons.coco import read_image
+from kneurons.figures import HeatmapPanel, layer_shares, plot_heatmaps, plot_layer_distribution
+from kneurons.h5io import read_dump
+from kneurons.io import atomic_path, read_tsv_rows, write_tsv_rows
+from kneurons.metrics import markdown_table
+from kneurons.models import LoadedModel
+from kneurons.samples import Candidate, read_tsv
+from kneurons.stages import read_perturbations, records_by_id, selected
+from kneurons.vocab import decode_neurons
+
+
+def _set_files(set_dir: str | os.PathLike) -> list[Path]:
+    return sorted(Path(set_dir).glob("*.json"), key=lambda p: int(p.stem))
+
+
+def layer_distribution_stage(summary_tsv: str, out_png: str, out_csv: str) -> None:
+    """Rule layer_distribution: each method's neurons per decoder layer, summed over all sets (CSV and Fig. 2)."""
+    counts: dict[str, np.ndarray] = {}
+    for row in read_tsv_rows(summary_tsv):
+        c = np.array(row["layer_counts"].split(), dtype=np.int64)
+        counts[row["method"]] = counts.get(row["method"], np.zeros_like(c)) + c
+    shares = layer_shares(counts)
+    rows = [
+        {"method": m, "layer": layer, "neurons": int(c[layer]), "share": round(float(shares[m][layer]), 4)}
+        for m, c in counts.items()
+        for layer in range(len(c))
+    ]
+    write_tsv_rows(out_csv, rows, ["method", "layer", "neurons", "share"], delimiter=",")
+    plot_layer_distribution(counts, out_png)
+
+
+def heatmaps_stage(
+    annotations: str,
+    images: str,
+    selected_tsv: str,
+    activations_dir: str,
+    sets_dir: str,
+    name: str,
+    top: int,
+    out_png: str,
+) -> None:
+    """Rule heatmaps: for each sample of k, O'[l, :, i] of the top-``top`` neurons of N_k over the original image."""
+    records = records_by_id(annotations, images)
+    panels = []
+    for row in selected(read_tsv(selected_tsv)):
+        nset = json.loads((Path(sets_dir) / f"{row.image_id}.json").read_text())
+        neurons = [(layer, unit) for layer, unit, _ in nset["neurons"][:top]]
+        acts, attrs = read_dump(Path(activations_dir) / f"{row.image_id}.h5", ["original"])
+        o = acts["original"]  # (L, P, d_ff)
+        panels.append(
+            HeatmapPanel(
+                title=f"image {row.image_id} (|N_k| = {nset['size']})",
+                image=read_image(records[row.image_id].path),
+                neurons=neurons,
+                traces=[o[layer, :, unit].astype(np.float32) for layer, unit in neurons],
+                grid=tuple(int(g) for g in attrs["grid"]),
+            )
+        )
+    plot_heatmaps(panels, top, f"{name}: activation O' of the top-{top} neurons of N_k", out_png)
+
+
+DECODED_COLUMNS = ["method", "knowledge", "set", "rank", "layer", "unit", "score", "tokens"]
+
+
+def decoded_neurons_stage(loaded: LoadedModel, set_dirs: Sequence[str], top: int, out_csv: str, out_md: str) -> None:
+    """Rule decoded_neurons: the ``top`` tokens W_U · W_down[:, i] promotes for every neuron of every set (CSV);
+    the Markdown shows each method's ``top`` highest-scored neurons of each target's first sample."""
+    rows = []
+    for d in set_dirs:
+        for path in _set_files(d):
+            s = json.loads(path.read_text())
+            neurons = [(layer, unit) for layer, unit, _ in s["neurons"]]
+            tokens = decode_neurons(loaded, neurons, top) if neurons else []
+            rows += [
+                {
+                    "method": s["method"],
+                    "knowledge": s["knowledge"],
+                    "set": s["image_id"],
+                    "rank": rank,
+                    "layer": layer,
+                    "unit": unit,
+                    "score": round(score, 6),
+                    "tokens": " ".join(tok),
+                }
+                for rank, ((layer, unit, score), tok) in enumerate(zip(s["neurons"], tokens, strict=True), 1)
+            ]
+    write_tsv_rows(out_csv, rows, DECODED_COLUMNS, delimiter=",")
+    first_set = {}
+    for r in rows:
+        first_set.setdefault((r["method"], r["knowledge"]), r["set"])
+    shown = [
+        {**r, "neuron": f"L{r['layer']} #{r['unit']}"}
+        for r in rows
+        if r["set"] == first_set[(r["method"], r["knowledge"])] and r["rank"] <= top
+    ]
+    shown.sort(key=lambda r: (r["knowledge"], r["method"], r["rank"]))
+    with atomic_path(out_md) as tmp:
+        tmp.write_text(
+            f"Decoded neurons: the top-{top} tokens of W_U · W_down[:, i] (first sample of each target)\n\n"
+            + markdown_table(shown, ["knowledge", "method", "set", "rank", "neuron", "tokens"])
+        )
+
+
+def example_level(levels: Sequence[float], level: float | None) -> float:
+    """The noise level of the example captions: ``level`` if given, else the middle configured level (paper: 80)."""
+    if level is None:
+        return float(sorted(levels)[len(levels) // 2])
+    if float(level) not in {float(v) for v in levels}:
+        raise ValueError(f"report.example_level: {level} is not one of noise.levels {list(levels)}")
+    return float(level)
+
+
+def examples_stage(
+    perturb_jsonls: Sequence[str], selected_tsv: str, methods: Sequence[str], level: float, out_csv: str, out_md: str
+) -> None:
+    """Rule examples (Table I): for each target's first sample, its original and inpainted captions and the caption
+    of the same image with that sample's set of each method perturbed at ``level``, seed 0."""
+    by_key = {}
+    for ln in read_perturbations(perturb_jsonls):
+        if float(ln["level"]) == level and ln["seed"] == 0 and ln["set"] == ln["image_id"]:
+            by_key[(ln["method"], ln["knowledge"], ln["image_id"])] = ln["caption"]
+    first: dict[str, Candidate] = {}
+    for r in sorted(selected(read_tsv(selected_tsv)), key=lambda r: (r.knowledge, r.image_id)):
+        first.setdefault(r.knowledge, r)
+    rows = []
+    for k, r in first.items():
+        row = {"knowledge": k, "image_id": r.image_id, "original": r.caption, "inpainted": r.inpainted_caption}
+        row |= {m: by_key.get((m, k, r.image_id), "") for m in methods}
+        rows.append(row)
+    cols = ["knowledge", "image_id", "original", "inpainted", *methods]
+    write_tsv_rows(out_csv, rows, cols, delimiter=",")
+    with atomic_path(out_md) as tmp:
+        tmp.write_text(f"Example captions (noise level {level:g}, seed 0)\n\n" + markdown_table(rows, cols))

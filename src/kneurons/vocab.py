@@ -1,0 +1,52 @@
+"""Decoded neurons (paper Fig. 3/5): the tokens a neuron's output direction promotes, W_U · W_down[:, i]."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from kneurons.models import LoadedModel, ModelError
+
+
+def down_projections(loaded: LoadedModel) -> list[torch.Tensor]:
+    """Each decoder layer's FFN output matrix W_down (d, d_ff) (``mlp.down_proj.weight``), in layer order."""
+    weights = []
+    for i, layer in enumerate(loaded.model.get_decoder().layers):
+        proj = getattr(getattr(layer, "mlp", None), "down_proj", None)
+        if not isinstance(proj, nn.Linear):
+            raise ModelError(f"{loaded.path}: decoder layer {i} has no `mlp.down_proj` linear layer")
+        weights.append(proj.weight)
+    return weights
+
+
+@torch.no_grad()
+def top_tokens(
+    unembedding: torch.Tensor, down: Sequence[torch.Tensor], neurons: Sequence[tuple[int, int]], top: int
+) -> list[list[int]]:
+    """The ids of the ``top`` tokens with the largest logit W_U · W_down[l][:, i] for each neuron (l, i).
+
+    ``unembedding`` W_U is (V, d), ``down[l]`` is (d, d_ff); neurons are decoded in one matrix product per layer.
+    """
+    out: list[list[int]] = [[] for _ in neurons]
+    by_layer: dict[int, list[int]] = {}
+    for j, (layer, _unit) in enumerate(neurons):
+        by_layer.setdefault(layer, []).append(j)
+    for layer, js in by_layer.items():
+        units = torch.tensor([neurons[j][1] for j in js], device=down[layer].device)
+        logits = unembedding.float() @ down[layer][:, units].float()  # (V, n)
+        ids = logits.topk(top, dim=0).indices.T.tolist()  # (n, top)
+        for j, row in zip(js, ids, strict=True):
+            out[j] = row
+    return out
+
+
+def decode_neurons(loaded: LoadedModel, neurons: Sequence[tuple[int, int]], top: int = 5) -> list[list[str]]:
+    """The ``top`` tokens (as text) each neuron (layer, unit) promotes through the model's output embedding."""
+    head = loaded.model.get_output_embeddings()
+    if head is None:
+        raise ModelError(f"{loaded.path}: the model has no output embedding (lm_head) to decode neurons with")
+    ids = top_tokens(head.weight, down_projections(loaded), neurons, top)
+    tokenizer = loaded.processor.tokenizer
+    return [[tokenizer.decode([t]).strip() or repr(tokenizer.convert_ids_to_tokens(t)) for t in row] for row in ids]

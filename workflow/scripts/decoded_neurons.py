@@ -1,0 +1,13 @@
+"""Rule decoded_neurons: the top tokens W_U · W_down[:, i] promotes for every neuron of every set."""
+
+from kneurons.jobs import load_job_model, start_job
+from kneurons.reporting import decoded_neurons_stage
+
+start_job(snakemake)
+decoded_neurons_stage(
+    load_job_model(snakemake),
+    list(snakemake.input.sets),
+    snakemake.params.top,
+    snakemake.output.csv,
+    snakemake.output.md,
+)
