@@ -1,15 +1,13 @@
 import os
 import sys
 
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
 
 
 configfile: "config/config.yaml"
-
-
-validate(config, "config/schema.yaml")
 
 
 report: "report/workflow.rst"
@@ -23,6 +21,15 @@ sys.path.insert(0, SRC)
 os.environ.update(
     PYTHONPATH=os.pathsep.join(p for p in (SRC, os.environ.get("PYTHONPATH")) if p)
 )
+
+from kneurons.preflight import schema_error_line
+
+try:
+    validate(config, "config/schema.yaml")
+except WorkflowError as e:
+    if schema_error_line(e) is None:
+        raise
+    sys.exit(f"kneurons: {schema_error_line(e)}")
 
 
 include: "rules/common.smk"

@@ -1,5 +1,8 @@
 # Helpers shared by the rules: paths, knowledge targets (from checkpoints), parameters, final outputs.
 
+import glob
+
+from kneurons.preflight import discard_dump_dirs, incomplete_dumps, missing_paths
 from kneurons.reporting import example_level
 from kneurons.samples import read_tsv
 from kneurons.stages import BASELINES, read_knowledge
@@ -29,6 +32,24 @@ DATA = {
     "images": config["data"]["images"],
 }
 MODEL = config["model"]["path"]
+# The rules that load the model ask the scheduler for one GPU when the model runs on CUDA (SLURM: --gpus=1).
+GPUS = 1 if str(config["model"].get("device", "cpu")).startswith("cuda") else 0
+
+if workflow.is_main_process:
+    # Before any job: every missing input path (one line each), then dumps left truncated (recomputed).
+    problems = missing_paths(
+        config,
+        [p for s in SYNTH_SPLITS for p in synth_split_files(s).values()]
+        + [TRAINED_MODEL],
+    )
+    if problems:
+        sys.exit("\n".join(f"kneurons: {p}" for p in problems))
+    for line in discard_dump_dirs(
+        incomplete_dumps(
+            glob.glob("results/activations/*/") + glob.glob("results/gradcam/*/")
+        )
+    ):
+        print(f"kneurons: {line}", file=sys.stderr)
 
 
 def knowledge_name(k):

@@ -57,6 +57,8 @@ rule decoded_neurons:
     conda:
         "../envs/kneurons.yaml"
     threads: config["threads"]
+    resources:
+        gpu=GPUS,
     params:
         model=config["model"],
         top=config["report"]["top_neurons"],

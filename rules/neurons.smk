@@ -14,9 +14,12 @@ rule activations:
     conda:
         "../envs/kneurons.yaml"
     threads: config["threads"]
+    resources:
+        gpu=GPUS,
     params:
         model=config["model"],
         prompt=config["prompt"],
+        dumps=config["dumps"],
     script:
         "../workflow/scripts/activations.py"
 
@@ -33,10 +36,13 @@ rule gradcam:
     conda:
         "../envs/kneurons.yaml"
     threads: config["threads"]
+    resources:
+        gpu=GPUS,
     params:
         model=config["model"],
         prompt=config["prompt"],
         synonyms=lambda w: synonyms(w.k),
+        dumps=config["dumps"],
     script:
         "../workflow/scripts/gradcam.py"
 

@@ -15,6 +15,8 @@ rule perturb:
     conda:
         "../envs/kneurons.yaml"
     threads: config["threads"]
+    resources:
+        gpu=GPUS,
     params:
         model=config["model"],
         prompt=config["prompt"],
@@ -27,7 +29,9 @@ rule perturb:
 
 rule table2:
     input:
-        all_perturbations,
+        perturbations=all_perturbations,
+        knowledge="results/samples/knowledge.tsv",
+        samples="results/samples/selected.tsv",
     output:
         csv=report("results/tables/table2.csv", category="Tables"),
         md=report("results/tables/table2.md", category="Tables"),
@@ -41,7 +45,9 @@ rule table2:
 
 rule table3:
     input:
-        all_perturbations,
+        perturbations=all_perturbations,
+        knowledge="results/samples/knowledge.tsv",
+        samples="results/samples/selected.tsv",
     output:
         csv=report("results/tables/table3.csv", category="Tables"),
         md=report("results/tables/table3.md", category="Tables"),

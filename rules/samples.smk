@@ -48,6 +48,8 @@ rule caption_candidates:
     conda:
         "../envs/kneurons.yaml"
     threads: config["threads"]
+    resources:
+        gpu=GPUS,
     params:
         model=config["model"],
         prompt=config["prompt"],

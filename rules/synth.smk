@@ -46,6 +46,8 @@ rule evaluate_captioner:
     conda:
         "../envs/kneurons.yaml"
     threads: config["threads"]
+    resources:
+        gpu=GPUS,
     params:
         prompt=config["prompt"],
         model=config["model"],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from kneurons.errors import DataError
 from kneurons.metrics import markdown_table, per_set_scores, table2
 
 
@@ -99,5 +100,5 @@ def test_table3_scores_pairs_against_the_inpainted_caption():
 def test_missing_bertscore_model(tmp_path):
     from kneurons.textmetrics import bertscore_model_path
 
-    with pytest.raises(FileNotFoundError, match="BERTScore model directory not found"):
+    with pytest.raises(DataError, match=r"metrics\.bertscore_model: .*BERTScore model directory not found"):
         bertscore_model_path(tmp_path / "nope")

@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from kneurons.coco import image_records, load_coco, read_image
+from kneurons.errors import ModelError
 from kneurons.generation import generate_captions, prompt_inputs
-from kneurons.models import ModelError, load_model
+from kneurons.models import load_model
 
 from .conftest import PROMPT, TINY
 
@@ -32,6 +33,14 @@ def test_saved_model_round_trips(tiny_model_dir, tiny_split):
     assert torch.equal(a, b)
     caption = generate_captions(loaded, [image], PROMPT, max_new_tokens=5)[0]
     assert isinstance(caption, str) and len(caption.split()) >= 1
+
+
+def test_half_precision_model_gets_inputs_in_its_dtype(tiny_model_dir, tiny_split):
+    loaded = load_model(tiny_model_dir, dtype="bfloat16")
+    images = [read_image(r.path) for r in image_records(load_coco(tiny_split[0]), tiny_split[1])[:2]]
+    inputs = prompt_inputs(loaded, images, PROMPT)
+    assert inputs["pixel_values"].dtype == torch.bfloat16 and inputs["input_ids"].dtype == torch.int64
+    assert len(generate_captions(loaded, images, PROMPT, max_new_tokens=4)) == 2
 
 
 def test_batched_captions_equal_single(tiny_model_dir, tiny_split):

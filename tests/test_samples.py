@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from kneurons.coco import DataError, load_coco
+from kneurons.coco import load_coco
+from kneurons.errors import DataError
 from kneurons.samples import Candidate, constraint_failure, reason_counts, resolve_knowledge, select_samples
 
 

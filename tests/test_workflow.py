@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
-import re
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import h5py
@@ -14,22 +17,7 @@ import yaml
 
 from kneurons.coco import load_coco
 from kneurons.io import read_tsv_rows
-
-REPO = Path(__file__).resolve().parents[1]
-TEST_CONFIG = REPO / "config" / "test.yaml"
-
-
-def snakemake(workdir: Path, *args: str, configs: tuple[Path, ...] = (TEST_CONFIG,)) -> subprocess.CompletedProcess:
-    """Run snakemake on this repository's Snakefile in ``workdir`` with the default config plus ``configs``."""
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir)]
-    cmd += ["--configfile", str(REPO / "config" / "config.yaml"), *map(str, configs), *args]
-    return subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
-
-
-def job_counts(output: str) -> dict[str, int]:
-    """The "Job stats" table of a snakemake run or dry run, as {rule: count}."""
-    table = output.split("Job stats:")[-1]
-    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m[1] != "total"}
+from tests.helpers import REPO, TEST_CONFIG, job_counts, snakemake
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +43,7 @@ def test_captioner_trained_and_evaluated(run_dir):
 
 
 def test_sample_table_explains_every_candidate(samples):
-    assert {r["knowledge"] for r in samples} == {"bear", "fire hydrant", "bus", "pizza"}
+    assert {r["knowledge"] for r in samples} == {"bear", "pizza"}
     assert any(r["status"] == "selected" for r in samples), "no sample passed the constraints"
     for r in samples:
         assert r["status"] in {"selected", "rejected", "pending"}
@@ -71,7 +59,8 @@ def test_every_selected_sample_has_dumps_and_nonempty_sets(run_dir, samples):
         with h5py.File(run_dir / f"results/activations/{k}/{image_id}.h5") as f:
             assert f["original"].dtype.name == "float16" and f["original"].shape == shape
             assert f["original"].chunks == (1, *shape[1:]) and f.attrs["complete"]
-            assert f.attrs["prompt"] == "<image>The image shows a"
+            assert f.attrs["prompt"] == "<image>The image shows a" and f.attrs["mode"] == "full"
+            assert f["v_max"].shape == (shape[0], shape[2])
         with h5py.File(run_dir / f"results/gradcam/{k}/{image_id}.h5") as f:
             assert f["gradcam"].dtype.name == "float32" and f["gradcam"].shape == shape
             assert f.attrs["token"] == r["knowledge"].split()[0]
@@ -161,9 +150,80 @@ def test_threshold_change_reruns_only_that_target(run_dir, samples, tmp_path):
     assert f"k={name.replace(' ', '_')}" in proc.stdout + proc.stderr
 
 
-def test_schema_rejects_bad_values(tmp_path):
-    bad = tmp_path / "bad.yaml"
-    bad.write_text("captioner:\n  steps: 0\n")
-    proc = snakemake(tmp_path, "-n", configs=(bad,))
-    assert proc.returncode != 0
-    assert "steps" in proc.stdout + proc.stderr
+# Files a run must reproduce byte for byte, however often it was interrupted.
+REPRODUCED = (
+    "results/samples/selected.tsv",
+    "results/neurons/summary.tsv",
+    "results/neurons/ours/*/*.json",
+    "results/neurons/pan/*/*.json",
+    "results/tables/*.csv",
+    "results/tables/*.md",
+    "results/perturb/*/*.jsonl",
+)
+
+
+def _descendants(pid: int) -> list[int]:
+    out = subprocess.run(["ps", "-e", "-o", "pid=,ppid="], capture_output=True, text=True).stdout
+    children: dict[int, list[int]] = {}
+    for line in out.splitlines():
+        child, parent = map(int, line.split())
+        children.setdefault(parent, []).append(child)
+    found, todo = [], [pid]
+    while todo:
+        kids = children.get(todo.pop(), [])
+        found += kids
+        todo += kids
+    return found
+
+
+def _kill_when(workdir: Path, ready, timeout: float = 400) -> None:
+    """Start a run and SIGKILL it (snakemake and every job process under it) as soon as ``ready()`` holds."""
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir)]
+    cmd += ["--configfile", str(REPO / "config/config.yaml"), str(TEST_CONFIG), "--cores", "2", "--rerun-incomplete"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO)
+    deadline = time.time() + timeout
+    while not ready() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before the kill point"
+    for pid in [*_descendants(proc.pid), proc.pid]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    proc.wait()
+
+
+def _exists(workdir: Path, pattern: str, text: str = "") -> bool:
+    return any(text in p.read_text(errors="replace") if text else True for p in workdir.glob(pattern) if p.is_file())
+
+
+def test_sigkill_at_three_points_then_resume_gives_identical_results(run_dir, tmp_path):
+    work = tmp_path / "killed"
+    work.mkdir()
+    kill_points = [
+        lambda: _exists(work, "results/logs/train_captioner.log", "step    50"),  # training under way
+        lambda: any(work.glob("results/activations/.*.tmp*")),  # a dump directory being written
+        lambda: any(work.glob("results/perturb/*/.*.jsonl.tmp*")),  # a perturbation file being written
+    ]
+    for ready in kill_points:
+        _kill_when(work, ready)
+        assert snakemake(work, "--unlock").returncode == 0
+    proc = snakemake(work, "--cores", "2", "--rerun-incomplete")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert not [p for p in (work / "results").rglob("*") if ".tmp" in p.name], "temporary files left behind"
+    compared = 0
+    for pattern in REPRODUCED:
+        for path in sorted(run_dir.glob(pattern)):
+            rel = path.relative_to(run_dir)
+            assert (work / rel).read_bytes() == path.read_bytes(), f"{rel} differs from the uninterrupted run"
+            compared += 1
+    assert compared > 10
+
+    # A dump truncated afterwards (a bad disk, a partial copy) is found before any job and recomputed.
+    dump = next((work / "results/activations").glob("*/*.h5"))
+    dump.write_bytes(dump.read_bytes()[:4096])
+    proc = snakemake(work, "--cores", "2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"{dump.relative_to(work)}: truncated or incomplete HDF5 dump" in proc.stderr
+    assert "activations" in job_counts(proc.stdout + proc.stderr)
+    for pattern in ("results/tables/table2.csv", "results/neurons/ours/*/*.json"):
+        for path in sorted(run_dir.glob(pattern)):
+            assert (work / path.relative_to(run_dir)).read_bytes() == path.read_bytes()

@@ -13,9 +13,7 @@ import cv2
 import numpy as np
 from pycocotools.coco import COCO
 
-
-class DataError(ValueError):
-    """Bad input data: the message names the file, key or value at fault."""
+from kneurons.errors import DataError
 
 
 @dataclass(frozen=True)

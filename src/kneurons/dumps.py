@@ -9,9 +9,10 @@ import numpy as np
 import torch
 
 from kneurons.captions import mention_span
+from kneurons.errors import ModelError
 from kneurons.generation import prompt_inputs
 from kneurons.hooks import capture_image_activations
-from kneurons.models import LoadedModel, ModelError
+from kneurons.models import LoadedModel
 
 
 @torch.inference_mode()

@@ -9,15 +9,16 @@ import h5py
 import numpy as np
 
 from kneurons import __version__
+from kneurons.errors import DumpError
 from kneurons.io import atomic_path
 
 
 def write_dump(path: str | os.PathLike, datasets: dict[str, np.ndarray], attrs: dict) -> None:
-    """Write ``datasets`` (each (L, ...) array, chunked one layer per chunk) and ``attrs`` to ``path``."""
+    """Write ``datasets`` (3-D (L, ...) arrays chunked one layer per chunk) and ``attrs`` to ``path``."""
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         for name, data in datasets.items():
-            chunks = (1, *data.shape[1:]) if data.ndim >= 2 else None
-            f.create_dataset(name, data=data, chunks=chunks)
+            chunks = (1, *data.shape[1:]) if data.ndim == 3 else None
+            f.create_dataset(name, data=data, chunks=chunks, track_times=False)
         for key, value in {**attrs, "kneurons_version": __version__}.items():
             f.attrs[key] = value
         f.attrs["complete"] = True
@@ -33,10 +34,10 @@ def is_complete(path: str | os.PathLike) -> bool:
 
 
 def read_dump(path: str | os.PathLike, names: list[str] | None = None) -> tuple[dict[str, np.ndarray], dict]:
-    """The datasets ``names`` (all if None) and the attributes of a dump; OSError naming the file if incomplete."""
+    """The datasets ``names`` (all if None) and the attributes of a dump; DumpError naming the file if incomplete."""
     path = Path(path)
     if not is_complete(path):
-        raise OSError(f"{path}: HDF5 dump is missing, truncated or incomplete; delete it and rerun")
+        raise DumpError(f"{path}: HDF5 dump is missing, truncated or incomplete; rerun snakemake to recompute it")
     with h5py.File(path, "r") as f:
         data = {n: f[n][()] for n in (names or list(f.keys()))}
         return data, dict(f.attrs)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import glob
 import json
 import os
 import shutil
@@ -15,10 +16,13 @@ from pathlib import Path
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
 
-    On any exception the temporary file (or directory) is removed, so no partial output is left behind.
+    On any exception the temporary file (or directory) is removed, so no partial output is left behind; one
+    left by a killed process (SIGKILL runs no cleanup) is removed the next time ``path`` is written.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.tmp*"):
+        shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         yield tmp

@@ -4,19 +4,42 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Any
+import traceback
+from types import TracebackType
+from typing import Any, TextIO
 
 import torch
 
+from kneurons.errors import KneuronsError
 from kneurons.models import LoadedModel, load_model
 
 
-def start_job(job: Any) -> logging.Logger:
-    """Send this job's logging and stderr to ``job.log[0]`` and give torch ``job.threads`` threads.
+def _report_errors(rule: str, log: str, console: TextIO) -> None:
+    """Make an uncaught exception end the job with one line on the console (Snakemake's terminal).
 
-    ``job`` is the ``snakemake`` object of a script (anything with ``log`` and ``threads``).
+    A KneuronsError (bad input) is that line alone; anything else also leaves its traceback in the log.
+    """
+
+    def hook(kind: type[BaseException], err: BaseException, tb: TracebackType | None) -> None:
+        if isinstance(err, KneuronsError):
+            line = f"kneurons: error in rule {rule}: {err}"
+        else:
+            traceback.print_exception(kind, err, tb, file=sys.stderr)
+            line = f"kneurons: {kind.__name__} in rule {rule}: {err} (traceback in {log})"
+        print(line, file=sys.stderr)
+        print(line, file=console)
+
+    sys.excepthook = hook
+
+
+def start_job(job: Any) -> logging.Logger:
+    """Send this job's logging and stderr to ``job.log[0]``, give torch ``job.threads`` threads and report an
+    uncaught error as one line on the console (the process still exits non-zero).
+
+    ``job`` is the ``snakemake`` object of a script (anything with ``log``, ``threads`` and ``rule``).
     """
     stream = open(job.log[0], "w", buffering=1)  # noqa: SIM115 - lives as long as the job
+    _report_errors(getattr(job, "rule", "?"), job.log[0], sys.stderr)
     sys.stderr = stream
     logging.basicConfig(stream=stream, level=logging.INFO, format="%(asctime)s %(message)s", force=True)
     torch.set_num_threads(max(1, int(job.threads)))

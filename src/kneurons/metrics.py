@@ -82,7 +82,8 @@ def table2(lines: Iterable[dict], n_boot: int = 2000, seed: int = 0) -> list[dic
         for metric in metrics:
             values = np.array([m[metric] for m in members], dtype=np.float64)
             lo, hi = _bootstrap(values, n_boot, rng)
-            row |= {metric: float(np.nanmean(values)), f"{metric}_lo": lo, f"{metric}_hi": hi}
+            mean = float(np.nanmean(values)) if not np.isnan(values).all() else float("nan")
+            row |= {metric: mean, f"{metric}_lo": lo, f"{metric}_hi": hi}
         rows.append(row)
     return rows
 

@@ -15,10 +15,7 @@ import torch
 from torch import nn
 from transformers import AutoModelForImageTextToText, AutoProcessor, PreTrainedModel, ProcessorMixin
 
-
-class ModelError(ValueError):
-    """A model directory or architecture the method cannot use; the message names the path or module."""
-
+from kneurons.errors import ModelError
 
 _WEIGHT_FILES = (
     "model.safetensors",

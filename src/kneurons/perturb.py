@@ -13,7 +13,7 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
-from kneurons.generation import generate_batch, prompt_inputs
+from kneurons.generation import adaptive_batches, generate_batch, prompt_inputs
 from kneurons.hooks import edit_image_activations
 from kneurons.models import LoadedModel
 
@@ -69,23 +69,25 @@ def perturbed_captions(
     rows: Sequence[tuple[float, int, int]],
     scales: Sequence[np.ndarray] | None = None,
     max_new_tokens: int = 32,
-    batch_size: int = 64,
+    batch_size: int | str = 64,
 ) -> list[str]:
-    """Greedy captions under noise for each row (level, seed, image index), ``batch_size`` rows per generate.
+    """Greedy captions under noise for each row (level, seed, image index), ``batch_size`` rows per generate
+    (halved on CUDA out-of-memory; "auto" starts large).
 
     The images are processed once; each batch indexes their processor outputs.
     """
-    captions: list[str] = []
     p = loaded.n_image_tokens
     inputs = prompt_inputs(loaded, images, prompt)
-    for start in range(0, len(rows), batch_size):
-        batch = rows[start : start + batch_size]
+
+    def run(sl: slice) -> list[str]:
+        batch = rows[sl]
         noise = torch.from_numpy(np.stack([noise_vector(level, seed, p) for level, seed, _ in batch]))
         which = torch.tensor([i for _, _, i in batch], device=loaded.device)
-        captions += generate_batch(
+        return generate_batch(
             loaded,
             {name: t[which] for name, t in inputs.items()},
             max_new_tokens,
-            context=lambda ids, noise=noise: add_noise(loaded, ids, units, noise, scales),
+            context=lambda ids: add_noise(loaded, ids, units, noise, scales),
         )
-    return captions
+
+    return adaptive_batches(len(rows), batch_size, run)

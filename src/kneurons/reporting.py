@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from kneurons.coco import read_image
+from kneurons.dumpstats import traces
 from kneurons.figures import HeatmapPanel, layer_shares, plot_heatmaps, plot_layer_distribution
 from kneurons.h5io import read_dump
 from kneurons.io import atomic_path, read_tsv_rows, write_tsv_rows
@@ -57,14 +58,14 @@ def heatmaps_stage(
     for row in selected(read_tsv(selected_tsv)):
         nset = json.loads((Path(sets_dir) / f"{row.image_id}.json").read_text())
         neurons = [(layer, unit) for layer, unit, _ in nset["neurons"][:top]]
-        acts, attrs = read_dump(Path(activations_dir) / f"{row.image_id}.h5", ["original"])
-        o = acts["original"]  # (L, P, d_ff)
+        record, attrs = read_dump(Path(activations_dir) / f"{row.image_id}.h5")
+        found = [(n, t) for n, t in zip(neurons, traces(record, neurons), strict=True) if t is not None]
         panels.append(
             HeatmapPanel(
                 title=f"image {row.image_id} (|N_k| = {nset['size']})",
                 image=read_image(records[row.image_id].path),
-                neurons=neurons,
-                traces=[o[layer, :, unit].astype(np.float32) for layer, unit in neurons],
+                neurons=[n for n, _ in found],
+                traces=[t.astype(np.float32) for _, t in found],
                 grid=tuple(int(g) for g in attrs["grid"]),
             )
         )
@@ -127,8 +128,9 @@ def examples_stage(
 ) -> None:
     """Rule examples (Table I): for each target's first sample, its original and inpainted captions and the caption
     of the same image with that sample's set of each method perturbed at ``level``, seed 0."""
+    lines, empty = read_perturbations(perturb_jsonls)
     by_key = {}
-    for ln in read_perturbations(perturb_jsonls):
+    for ln in lines:
         if float(ln["level"]) == level and ln["seed"] == 0 and ln["set"] == ln["image_id"]:
             by_key[(ln["method"], ln["knowledge"], ln["image_id"])] = ln["caption"]
     first: dict[str, Candidate] = {}
@@ -137,7 +139,7 @@ def examples_stage(
     rows = []
     for k, r in first.items():
         row = {"knowledge": k, "image_id": r.image_id, "original": r.caption, "inpainted": r.inpainted_caption}
-        row |= {m: by_key.get((m, k, r.image_id), "") for m in methods}
+        row |= {m: by_key.get((m, k, r.image_id), "(empty set)" if empty[(m, k)] else "") for m in methods}
         rows.append(row)
     cols = ["knowledge", "image_id", "original", "inpainted", *methods]
     write_tsv_rows(out_csv, rows, cols, delimiter=",")

@@ -13,7 +13,8 @@ import numpy as np
 from pycocotools.coco import COCO
 
 from kneurons.captions import mentions
-from kneurons.coco import DataError, ImageRecord, read_image
+from kneurons.coco import Annotation, ImageRecord, read_image
+from kneurons.errors import DataError
 from kneurons.inpaint import object_mask, remove_objects
 from kneurons.io import atomic_path, read_tsv_rows, write_tsv_rows
 
@@ -92,6 +93,17 @@ def _covered(mask: np.ndarray, bbox: tuple[float, float, float, float]) -> bool:
     return region.size > 0 and float((region > 0).mean()) >= 0.5
 
 
+def check_box(rec: ImageRecord, ann: Annotation, slack: float = 1.0) -> None:
+    """DataError naming the image and the box unless ``ann``'s box has positive area and lies inside the image
+    (``slack`` pixels of rounding allowed)."""
+    x, y, w, h = ann.bbox
+    where = f"{rec.path} (image {rec.id}): {ann.category} box [x, y, w, h] = {list(ann.bbox)}"
+    if not (w > 0 and h > 0):
+        raise DataError(f"{where} has zero area")
+    if x < -slack or y < -slack or x + w > rec.width + slack or y + h > rec.height + slack:
+        raise DataError(f"{where} lies outside the {rec.width}x{rec.height} image")
+
+
 def inpaint_candidates(
     records: Sequence[ImageRecord],
     name: str,
@@ -113,6 +125,8 @@ def inpaint_candidates(
         for rec in [r for r in records if any(a.category == name for a in r.annotations)][:max_candidates]:
             image = read_image(rec.path)
             targets = [a for a in rec.annotations if a.category == name]
+            for a in targets:
+                check_box(rec, a)
             mask = np.zeros((rec.height, rec.width), np.uint8)
             for a in targets:
                 mask |= object_mask(a, rec.height, rec.width, source, dilate)

@@ -6,6 +6,7 @@ import itertools
 import json
 import os
 import zlib
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -15,6 +16,7 @@ import numpy as np
 from kneurons.captions import mentions
 from kneurons.coco import ImageRecord, image_records, load_coco, read_image
 from kneurons.dumps import gradcam, image_activations
+from kneurons.dumpstats import activation_record, gradcam_record
 from kneurons.generation import generate_captions
 from kneurons.h5io import read_dump, write_dump
 from kneurons.io import atomic_path, read_tsv_rows, write_json, write_tsv_rows
@@ -22,7 +24,6 @@ from kneurons.metrics import markdown_table, table2
 from kneurons.models import LoadedModel
 from kneurons.neurons import (
     NeuronSet,
-    activation_difference,
     candidates,
     final_set,
     pan_scores,
@@ -116,9 +117,17 @@ def _dump_attrs(loaded: LoadedModel, prompt: str, row: Candidate) -> dict:
 
 
 def activations_stage(
-    loaded: LoadedModel, annotations: str, images: str, selected_tsv: str, prompt: str, out_dir: str
+    loaded: LoadedModel,
+    annotations: str,
+    images: str,
+    selected_tsv: str,
+    prompt: str,
+    out_dir: str,
+    mode: str = "full",
+    trace_share: float = 0.01,
 ) -> None:
-    """Rule activations: ``{out_dir}/{image_id}.h5`` with O' of the original and inpainted image, (L, P, d_ff) f16."""
+    """Rule activations: ``{out_dir}/{image_id}.h5`` with the statistics of O' of the original and inpainted
+    image, and (``mode`` full) both O' (L, P, d_ff) f16 or (compact) the traces of the strongest neurons."""
     records = records_by_id(annotations, images)
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
@@ -128,8 +137,8 @@ def activations_stage(
             )
             write_dump(
                 tmp / f"{row.image_id}.h5",
-                {"original": pair[0].astype(np.float16), "inpainted": pair[1].astype(np.float16)},
-                _dump_attrs(loaded, prompt, row),
+                activation_record(pair[0], pair[1], mode, trace_share),
+                _dump_attrs(loaded, prompt, row) | {"mode": mode},
             )
 
 
@@ -141,8 +150,10 @@ def gradcam_stage(
     prompt: str,
     synonyms: Sequence[str],
     out_dir: str,
+    mode: str = "full",
 ) -> None:
-    """Rule gradcam: ``{out_dir}/{image_id}.h5`` with g (L, P, d_ff) f32 and D[:, c] (L, d_ff) for Pan's score."""
+    """Rule gradcam: ``{out_dir}/{image_id}.h5`` with max_p g and mean_p g (L, d_ff), D[:, c] (L, d_ff) for Pan's
+    score and (``mode`` full) g (L, P, d_ff) f32."""
     records = records_by_id(annotations, images)
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
@@ -153,8 +164,9 @@ def gradcam_stage(
                 "token": cam.token,
                 "token_id": cam.token_id,
                 "position": cam.position,
+                "mode": mode,
             }
-            write_dump(tmp / f"{row.image_id}.h5", {"gradcam": cam.gradcam, "unit_logit": cam.unit_logit}, attrs)
+            write_dump(tmp / f"{row.image_id}.h5", gradcam_record(cam.gradcam, cam.unit_logit, mode), attrs)
 
 
 def ours_stage(
@@ -169,21 +181,20 @@ def ours_stage(
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
         for path in sorted(Path(activations_dir).glob("*.h5"), key=lambda p: int(p.stem)):
-            acts, attrs = read_dump(path, ["original", "inpainted"])
-            g = read_dump(Path(gradcam_dir) / path.name, ["gradcam"])[0]["gradcam"]
-            v = activation_difference(acts["original"], acts["inpainted"])
-            n_layers = v.shape[0]
+            acts, attrs = read_dump(path, ["v_max"])
+            vmax = acts["v_max"]  # (L, d_ff) = max_p V
+            gmax = read_dump(Path(gradcam_dir) / path.name, ["g_max"])[0]["g_max"]  # (L, d_ff) = max_p g
+            n_layers = vmax.shape[0]
             exclude = (n_layers - 1,) if exclude_last_layer else ()
-            vmax = v.max(axis=1)
             eligible = np.ones(n_layers, bool)
             eligible[list(exclude)] = False
             t_a = resolve_threshold(thresholds["activation"], vmax[eligible])
-            cand = candidates(v, t_a, exclude)
-            gmax = g.max(axis=1)
+            # the per-neuron maxima as one-position V and g: the filters' max over positions gives them back
+            cand = candidates(vmax[:, None, :], t_a, exclude)
             t_g = resolve_threshold(thresholds["gradcam"], gmax[cand])
             if isinstance(thresholds["gradcam"], str):
                 t_g = max(t_g, 0.0)
-            final = final_set(cand, g, t_g)
+            final = final_set(cand, gmax[:, None, :], t_g)
             chosen = NeuronSet.from_mask(final, gmax)
             write_json(
                 tmp / f"{path.stem}.json",
@@ -217,17 +228,18 @@ def baseline_stage(method: str, ours_dir: str, activations_dir: str, gradcam_dir
         tmp.mkdir()
         for path in sorted(Path(ours_dir).glob("*.json"), key=lambda p: int(p.stem)):
             ours = json.loads(path.read_text())
-            cam, _ = read_dump(Path(gradcam_dir) / f"{path.stem}.h5", ["gradcam", "unit_logit"])
+            cam, _ = read_dump(Path(gradcam_dir) / f"{path.stem}.h5", ["g_mean", "unit_logit"])
+            # per-neuron means (L, d_ff) as one-position arrays: the scores' mean over positions gives them back
             if method == "schwettmann":
-                scores, desc = schwettmann_scores(cam["gradcam"]), "mean_p GradCAM"
+                scores, desc = schwettmann_scores(cam["g_mean"][:, None, :]), "mean_p GradCAM"
                 mask = top_neurons(scores, ours["size"])
             elif method == "pan":
-                orig = read_dump(Path(activations_dir) / f"{path.stem}.h5", ["original"])[0]["original"]
-                scores, desc = pan_scores(orig, cam["unit_logit"]), "mean_p O' * D[:, c]"
+                o_mean = read_dump(Path(activations_dir) / f"{path.stem}.h5", ["o_mean"])[0]["o_mean"]
+                scores, desc = pan_scores(o_mean[:, None, :], cam["unit_logit"]), "mean_p O' * D[:, c]"
                 mask = top_neurons(scores, ours["size"])
             else:
                 seed = zlib.crc32(f"{ours['knowledge']}/{ours['image_id']}".encode())
-                mask = random_neurons(ours["layer_counts"], cam["gradcam"].shape[-1], seed)
+                mask = random_neurons(ours["layer_counts"], cam["g_mean"].shape[-1], seed)
                 scores, desc = np.zeros(mask.shape, np.float32), "none (random control, N_k's layer counts)"
             chosen = NeuronSet.from_mask(mask, scores)
             write_json(
@@ -299,7 +311,8 @@ def perturb_stage(
 ) -> None:
     """Rule perturb: for each neuron set of one (method, k), caption every image of D under noise at every
     (level, seed). ``scale`` "absolute" adds level · z; "relative" multiplies it per unit by the std over the image
-    positions of that unit's O' on the set's own original image. One JSON line per (set, level, seed, image).
+    positions of that unit's O' on the set's own original image. One JSON line per (set, level, seed, image); an
+    empty set gets one line {"set_size": 0, "empty": true} and no captions.
     """
     d = sample_images(selected_tsv)
     records = records_by_id(annotations, images)
@@ -310,11 +323,14 @@ def perturb_stage(
     with atomic_path(out_jsonl) as tmp, open(tmp, "w") as out:
         for path in sorted(Path(sets_dir).glob("*.json"), key=lambda p: int(p.stem)):
             nset = json.loads(path.read_text())
+            if not nset["neurons"]:  # thresholds chose no neuron: recorded, nothing to perturb
+                empty = {"method": nset["method"], "knowledge": nset["knowledge"], "set": nset["image_id"]}
+                out.write(json.dumps(empty | {"set_size": 0, "empty": True}) + "\n")
+                continue
             units = layer_units(nset["neurons"], len(nset["layer_counts"]))
             scales = None
             if scale == "relative":
-                orig = read_dump(Path(activations_dir) / f"{path.stem}.h5", ["original"])[0]["original"]
-                spread = orig.astype(np.float32).std(axis=1)  # (L, d_ff)
+                spread = read_dump(Path(activations_dir) / f"{path.stem}.h5", ["o_std"])[0]["o_std"]  # (L, d_ff)
                 scales = [spread[layer, u] for layer, u in enumerate(units)]
             captions = perturbed_captions(loaded, pixels, prompt, units, rows, scales, **gen)
             by_row = dict(zip(rows, captions, strict=True))
@@ -339,38 +355,95 @@ def perturb_stage(
                 out.write(json.dumps(line) + "\n")
 
 
-def read_perturbations(perturb_jsonls: Sequence[str]) -> list[dict]:
-    """Every line of the perturbation files (rule perturb), in file order."""
-    return [json.loads(ln) for p in perturb_jsonls for ln in Path(p).read_text().splitlines()]
+def read_perturbations(perturb_jsonls: Sequence[str]) -> tuple[list[dict], Counter]:
+    """The caption lines of the perturbation files (rule perturb), in file order, and the number of empty sets
+    per (method, knowledge)."""
+    lines = [json.loads(ln) for p in perturb_jsonls for ln in Path(p).read_text().splitlines()]
+    empty = Counter((ln["method"], ln["knowledge"]) for ln in lines if ln.get("empty"))
+    return [ln for ln in lines if not ln.get("empty")], empty
 
 
-TABLE2_COLUMNS = ["method", "knowledge", "level", "sets"] + [
-    f"{m}{suffix}" for m in ("S_se", "S_re", "S_mean", "S_hal") for suffix in ("", "_lo", "_hi")
-]
+def coverage_notes(knowledge_tsv: str, samples_tsv: str, empty: Counter) -> dict[str, str]:
+    """Why a knowledge target has fewer rows than the others: no sample passed the constraints (with the reason
+    counts), or some of its neuron sets are empty. {knowledge: note}; targets with nothing to say are left out."""
+    rows = read_tsv(samples_tsv)
+    notes = {}
+    for target in read_knowledge(knowledge_tsv):
+        mine = [r for r in rows if r.knowledge == target.name]
+        if not selected(mine):
+            reasons = ", ".join(f"{why}: {n}" for why, n in sorted(reason_counts(mine).items())) or "no candidate image"
+            notes[target.name] = f"no sample passed the constraints ({reasons})"
+    for (method, k), n in sorted(empty.items()):
+        notes[k] = "; ".join(filter(None, [notes.get(k), f"{method}: {n} empty set(s), no neuron over the thresholds"]))
+    return notes
 
 
-def table2_stage(perturb_jsonls: Sequence[str], out_csv: str, out_md: str) -> None:
-    """Rule table2: Table II as CSV (every row) and Markdown (the per-method summary rows and per-level rows)."""
-    rows = table2(read_perturbations(perturb_jsonls))
+def _notes_md(notes: dict[str, str]) -> str:
+    """The notes of coverage_notes as a Markdown list under a heading (nothing when there are none)."""
+    return "\nNotes\n\n" + "".join(f"- {k}: {note}\n" for k, note in notes.items()) if notes else ""
+
+
+TABLE2_COLUMNS = (
+    ["method", "knowledge", "level", "sets", "empty_sets"]
+    + [f"{m}{suffix}" for m in ("S_se", "S_re", "S_mean", "S_hal") for suffix in ("", "_lo", "_hi")]
+    + ["note"]
+)
+
+
+def table2_stage(
+    perturb_jsonls: Sequence[str], knowledge_tsv: str, samples_tsv: str, out_csv: str, out_md: str
+) -> None:
+    """Rule table2: Table II as CSV (every row) and Markdown (the per-method summary rows and per-level rows).
+
+    Every method gets a row (sets 0, metrics nan, with a note) for a target with no sample or only empty sets.
+    """
+    lines, empty = read_perturbations(perturb_jsonls)
+    notes = coverage_notes(knowledge_tsv, samples_tsv, empty)
+    rows = table2(lines)
+    methods = sorted({r["method"] for r in rows} | {m for m, _ in empty})
+    present = {(r["method"], r["knowledge"]) for r in rows}
+    nan = {f"{m}{s}": float("nan") for m in ("S_se", "S_re", "S_mean", "S_hal") for s in ("", "_lo", "_hi")}
+    rows += [
+        {"method": m, "knowledge": k, "level": "all", "sets": 0} | nan
+        for m in methods
+        for k in [*notes, "all"]
+        if (m, k) not in present
+    ]
+    for r in rows:
+        is_all = r["knowledge"] == "all"
+        r["empty_sets"] = sum(n for (m, k), n in empty.items() if m == r["method"] and (is_all or k == r["knowledge"]))
+        r["note"] = "" if is_all else notes.get(r["knowledge"], "")
     write_tsv_rows(out_csv, rows, TABLE2_COLUMNS, delimiter=",")
     summary = [r for r in rows if r["knowledge"] == "all"]
     cols = ["method", "level", "sets", "S_se", "S_re", "S_mean", "S_hal"]
     ci = [{**r, **{m: f"{r[m]:.3f} [{r[m + '_lo']:.3f}, {r[m + '_hi']:.3f}]" for m in cols[3:]}} for r in summary]
     with atomic_path(out_md) as tmp:
-        tmp.write_text("Table II (95 % bootstrap intervals over samples)\n\n" + markdown_table(ci, cols))
+        tmp.write_text(
+            "Table II (95 % bootstrap intervals over samples)\n\n" + markdown_table(ci, cols) + _notes_md(notes)
+        )
 
 
 TABLE3_COLUMNS = ["method", "knowledge", "level", "captions", "BLEU", "ROUGE-1", "ROUGE-L", "BERTScore"]
 
 
-def table3_stage(perturb_jsonls: Sequence[str], bert_model: str, bert_layers: int, out_csv: str, out_md: str) -> None:
+def table3_stage(
+    perturb_jsonls: Sequence[str],
+    knowledge_tsv: str,
+    samples_tsv: str,
+    bert_model: str,
+    bert_layers: int,
+    out_csv: str,
+    out_md: str,
+) -> None:
     """Rule table3: BLEU, ROUGE-1, ROUGE-L and BERTScore F1 of the noisy captions of k's images against their
-    inpainted image's caption, as CSV (every row) and Markdown (per-method overall rows)."""
-    rows = table3(read_perturbations(perturb_jsonls), bertscore_model_path(bert_model), bert_layers)
+    inpainted image's caption, as CSV (every row) and Markdown (per-method overall rows, then the notes)."""
+    lines, empty = read_perturbations(perturb_jsonls)
+    rows = table3(lines, bertscore_model_path(bert_model), bert_layers)
     write_tsv_rows(out_csv, rows, TABLE3_COLUMNS, delimiter=",")
     summary = [r for r in rows if r["knowledge"] == "all"]
     with atomic_path(out_md) as tmp:
         tmp.write_text(
             "Table III (noisy captions of k's images against the inpainted image's caption)\n\n"
             + markdown_table(summary, ["method", "captions", "BLEU", "ROUGE-1", "ROUGE-L", "BERTScore"])
+            + _notes_md(coverage_notes(knowledge_tsv, samples_tsv, empty))
         )

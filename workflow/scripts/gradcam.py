@@ -1,4 +1,4 @@
-"""Rule gradcam: dump GradCAM g (L, P, d_ff) of each sample of k for its first caption token."""
+"""Rule gradcam: dump GradCAM g of each sample of k for its first caption token (full g or its statistics)."""
 
 from kneurons.jobs import load_job_model, start_job
 from kneurons.stages import gradcam_stage
@@ -12,4 +12,5 @@ gradcam_stage(
     snakemake.params.prompt,
     snakemake.params.synonyms,
     snakemake.output[0],
+    mode=snakemake.params.dumps["mode"],
 )

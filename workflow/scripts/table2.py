@@ -4,4 +4,10 @@ from kneurons.jobs import start_job
 from kneurons.stages import table2_stage
 
 start_job(snakemake)
-table2_stage(list(snakemake.input), snakemake.output.csv, snakemake.output.md)
+table2_stage(
+    list(snakemake.input.perturbations),
+    snakemake.input.knowledge,
+    snakemake.input.samples,
+    snakemake.output.csv,
+    snakemake.output.md,
+)

@@ -5,7 +5,9 @@ from kneurons.stages import table3_stage
 
 start_job(snakemake)
 table3_stage(
-    list(snakemake.input),
+    list(snakemake.input.perturbations),
+    snakemake.input.knowledge,
+    snakemake.input.samples,
     snakemake.params.bert_model,
     snakemake.params.bert_layers,
     snakemake.output.csv,

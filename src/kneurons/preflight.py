@@ -1,0 +1,60 @@
+"""Checks the Snakefile runs before any job: config errors and missing paths as one line each, and dumps that a
+crash or a bad disk left truncated (their target's dumps are then recomputed)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from kneurons.h5io import is_complete
+from kneurons.textmetrics import PACKAGED_BERTSCORE_MODEL
+
+
+def schema_error_line(error: Exception) -> str | None:
+    """One line for the jsonschema ValidationError behind ``error`` (Snakemake's validate raises a WorkflowError
+    while handling it): the key path and what is wrong, e.g. "config error at noise.levels.0: -1 is less than or
+    equal to the minimum of 0"; None if no ValidationError is behind it."""
+    inner = error.__cause__ or error.__context__
+    if not hasattr(inner, "absolute_path"):
+        return None
+    key = ".".join(str(p) for p in inner.absolute_path) or "(top level)"
+    return f"config error at {key}: {inner.message}"
+
+
+def missing_paths(config: Mapping, produced: Iterable[str]) -> list[str]:
+    """One line per input path of ``config`` that is not on disk, naming its key; paths this workflow makes
+    (``produced``) are left out."""
+    produced = {os.path.normpath(p) for p in produced}
+    wanted = {
+        "data.annotations": (config["data"]["annotations"], "file"),
+        "data.images": (config["data"]["images"], "directory"),
+        "model.path": (config["model"]["path"], "directory"),
+    }
+    bert = config.get("metrics", {}).get("bertscore_model", PACKAGED_BERTSCORE_MODEL)
+    if bert != PACKAGED_BERTSCORE_MODEL:
+        wanted["metrics.bertscore_model"] = (bert, "directory")
+    lines = []
+    for key, (path, kind) in wanted.items():
+        if os.path.normpath(path) in produced:
+            continue
+        exists = Path(path).is_file() if kind == "file" else Path(path).is_dir()
+        if not exists:
+            lines.append(f"config error at {key}: {kind} not found: {path}")
+    return lines
+
+
+def incomplete_dumps(dump_dirs: Iterable[str | os.PathLike]) -> list[Path]:
+    """The HDF5 files under the finished dump directories ``dump_dirs`` (each ``results/<kind>/<k>``) that are
+    truncated or were never completed."""
+    return [h5 for d in dump_dirs for h5 in sorted(Path(d).glob("*.h5")) if not is_complete(h5)]
+
+
+def discard_dump_dirs(bad: Iterable[Path]) -> list[str]:
+    """Remove the directories holding ``bad`` dumps, so that Snakemake recomputes them; one line per file."""
+    lines = []
+    for h5 in bad:
+        lines.append(f"{h5}: truncated or incomplete HDF5 dump; {h5.parent} will be recomputed")
+        shutil.rmtree(h5.parent, ignore_errors=True)
+    return lines
