@@ -45,3 +45,4 @@ rule all:
     input:
         final_outputs(),
         all_heatmaps,
+        all_dumps,

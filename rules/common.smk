@@ -5,7 +5,8 @@ import glob
 from kneurons.preflight import discard_dump_dirs, incomplete_dumps, missing_paths
 from kneurons.reporting import example_level
 from kneurons.samples import read_tsv
-from kneurons.stages import BASELINES, read_knowledge
+from kneurons.neuronsets import BASELINES
+from kneurons.selection import read_knowledge
 
 TRAINED_MODEL = "results/model/captioner"
 SYNTH_SPLITS = {"train": 1, "val": 2}
@@ -95,6 +96,14 @@ def all_neuron_sets(wildcards):
 def all_perturbations(wildcards):
     return expand(
         "results/perturb/{method}/{k}.jsonl", method=METHODS, k=targets_with_samples()
+    )
+
+
+def all_dumps(wildcards):
+    """The activation and GradCAM dumps of every target with samples: kept results, so one found truncated (and
+    discarded before any job) is recomputed, and what depends on it reruns."""
+    return expand(
+        "results/{kind}/{k}", kind=("activations", "gradcam"), k=targets_with_samples()
     )
 
 

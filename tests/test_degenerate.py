@@ -7,7 +7,7 @@ import math
 
 from kneurons.io import read_tsv_rows, write_tsv_rows
 from kneurons.samples import Candidate, write_tsv
-from kneurons.stages import table2_stage
+from kneurons.tables import table2_stage
 
 
 def test_table2_reports_targets_without_samples_and_empty_sets(tmp_path):

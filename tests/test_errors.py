@@ -106,7 +106,9 @@ def test_unknown_knowledge(tmp_path, coco):
     no_partial_output(work, "results/samples/knowledge.tsv")
 
 
-@pytest.mark.parametrize(("damage", "message"), [("missing", "image file not found"), ("garbage", "not a readable")])
+@pytest.mark.parametrize(
+    ("damage", "message"), [("missing", "image file not found"), ("garbage", "image file is not a readable image")]
+)
 def test_missing_or_unreadable_image(tmp_path, coco, damage, message):
     path = coco["record"].path
     path.unlink() if damage == "missing" else path.write_bytes(b"not a jpeg")

@@ -11,8 +11,8 @@ import torch
 from kneurons.dumpstats import activation_record, gradcam_record, traces
 from kneurons.generation import adaptive_batches
 from kneurons.h5io import write_dump
+from kneurons.neuronsets import baseline_stage, ours_stage
 from kneurons.preflight import discard_dump_dirs, incomplete_dumps
-from kneurons.stages import baseline_stage, ours_stage
 
 L, P, D = 3, 16, 40
 

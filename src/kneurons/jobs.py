@@ -8,10 +8,7 @@ import traceback
 from types import TracebackType
 from typing import Any, TextIO
 
-import torch
-
 from kneurons.errors import KneuronsError
-from kneurons.models import LoadedModel, load_model
 
 
 def _report_errors(rule: str, log: str, console: TextIO) -> None:
@@ -33,8 +30,9 @@ def _report_errors(rule: str, log: str, console: TextIO) -> None:
 
 
 def start_job(job: Any) -> logging.Logger:
-    """Send this job's logging and stderr to ``job.log[0]``, give torch ``job.threads`` threads and report an
-    uncaught error as one line on the console (the process still exits non-zero).
+    """Send this job's logging and stderr to ``job.log[0]``, give torch ``job.threads`` threads (if the job's
+    modules imported torch: import them before calling this) and report an uncaught error as one line on the
+    console (the process still exits non-zero).
 
     ``job`` is the ``snakemake`` object of a script (anything with ``log``, ``threads`` and ``rule``).
     """
@@ -42,20 +40,10 @@ def start_job(job: Any) -> logging.Logger:
     _report_errors(getattr(job, "rule", "?"), job.log[0], sys.stderr)
     sys.stderr = stream
     logging.basicConfig(stream=stream, level=logging.INFO, format="%(asctime)s %(message)s", force=True)
-    torch.set_num_threads(max(1, int(job.threads)))
-    torch.set_num_interop_threads(1)
     logger = logging.getLogger("kneurons")
-    logger.info("threads: %d", torch.get_num_threads())
+    torch = sys.modules.get("torch")  # only jobs that compute with torch import it (importing it costs seconds)
+    if torch is not None:
+        torch.set_num_threads(max(1, int(job.threads)))
+        torch.set_num_interop_threads(1)
+        logger.info("torch threads: %d", torch.get_num_threads())
     return logger
-
-
-def load_job_model(job: Any) -> LoadedModel:
-    """The model of a job: ``job.input.model`` loaded with ``job.params.model``'s device and dtype."""
-    opts = job.params.model
-    grid = opts.get("grid")
-    return load_model(
-        job.input.model,
-        device=opts.get("device", "cpu"),
-        dtype=opts.get("dtype", "float32"),
-        grid=tuple(grid) if grid else None,
-    )

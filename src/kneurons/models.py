@@ -10,6 +10,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -153,4 +154,16 @@ def load_model(
         act_fns=decoder_act_fns(model),
         image_token_id=int(model.config.image_token_id),
         grid=image_grid(model, grid),
+    )
+
+
+def load_job_model(job: Any) -> LoadedModel:
+    """The model of a job: ``job.input.model`` loaded with ``job.params.model``'s device and dtype."""
+    opts = job.params.model
+    grid = opts.get("grid")
+    return load_model(
+        job.input.model,
+        device=opts.get("device", "cpu"),
+        dtype=opts.get("dtype", "float32"),
+        grid=tuple(grid) if grid else None,
     )

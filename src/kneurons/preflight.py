@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from kneurons.h5io import is_complete
-from kneurons.textmetrics import PACKAGED_BERTSCORE_MODEL
+from kneurons.metrics import PACKAGED_BERTSCORE_MODEL
 
 
 def schema_error_line(error: Exception) -> str | None:

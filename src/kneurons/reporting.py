@@ -1,10 +1,9 @@
-"""The report's rules: layer distribution (Fig. 2), activation heatmaps (Fig. 3), decoded neurons (Fig. 3/5) and
-example captions (Table I). One function per rule: paths and parameters in, files out."""
+"""The report's rules that need no model: layer distribution (Fig. 2), activation heatmaps (Fig. 3) and example
+captions (Table I). Decoded neurons (Fig. 3/5) run the model: kneurons.stages."""
 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,14 +15,9 @@ from kneurons.figures import HeatmapPanel, layer_shares, plot_heatmaps, plot_lay
 from kneurons.h5io import read_dump
 from kneurons.io import atomic_path, read_tsv_rows, write_tsv_rows
 from kneurons.metrics import markdown_table
-from kneurons.models import LoadedModel
 from kneurons.samples import Candidate, read_tsv
-from kneurons.stages import read_perturbations, records_by_id, selected
-from kneurons.vocab import decode_neurons
-
-
-def _set_files(set_dir: str | os.PathLike) -> list[Path]:
-    return sorted(Path(set_dir).glob("*.json"), key=lambda p: int(p.stem))
+from kneurons.selection import records_by_id, selected
+from kneurons.tables import read_perturbations
 
 
 def layer_distribution_stage(summary_tsv: str, out_png: str, out_csv: str) -> None:
@@ -70,48 +64,6 @@ def heatmaps_stage(
             )
         )
     plot_heatmaps(panels, top, f"{name}: activation O' of the top-{top} neurons of N_k", out_png)
-
-
-DECODED_COLUMNS = ["method", "knowledge", "set", "rank", "layer", "unit", "score", "tokens"]
-
-
-def decoded_neurons_stage(loaded: LoadedModel, set_dirs: Sequence[str], top: int, out_csv: str, out_md: str) -> None:
-    """Rule decoded_neurons: the ``top`` tokens W_U · W_down[:, i] promotes for every neuron of every set (CSV);
-    the Markdown shows each method's ``top`` highest-scored neurons of each target's first sample."""
-    rows = []
-    for d in set_dirs:
-        for path in _set_files(d):
-            s = json.loads(path.read_text())
-            neurons = [(layer, unit) for layer, unit, _ in s["neurons"]]
-            tokens = decode_neurons(loaded, neurons, top) if neurons else []
-            rows += [
-                {
-                    "method": s["method"],
-                    "knowledge": s["knowledge"],
-                    "set": s["image_id"],
-                    "rank": rank,
-                    "layer": layer,
-                    "unit": unit,
-                    "score": round(score, 6),
-                    "tokens": " ".join(tok),
-                }
-                for rank, ((layer, unit, score), tok) in enumerate(zip(s["neurons"], tokens, strict=True), 1)
-            ]
-    write_tsv_rows(out_csv, rows, DECODED_COLUMNS, delimiter=",")
-    first_set = {}
-    for r in rows:
-        first_set.setdefault((r["method"], r["knowledge"]), r["set"])
-    shown = [
-        {**r, "neuron": f"L{r['layer']} #{r['unit']}"}
-        for r in rows
-        if r["set"] == first_set[(r["method"], r["knowledge"])] and r["rank"] <= top
-    ]
-    shown.sort(key=lambda r: (r["knowledge"], r["method"], r["rank"]))
-    with atomic_path(out_md) as tmp:
-        tmp.write_text(
-            f"Decoded neurons: the top-{top} tokens of W_U · W_down[:, i] (first sample of each target)\n\n"
-            + markdown_table(shown, ["knowledge", "method", "set", "rank", "neuron", "tokens"])
-        )
 
 
 def example_level(levels: Sequence[float], level: float | None) -> float:

@@ -1,74 +1,26 @@
-"""One function per workflow rule: paths and parameters in, files out. Scripts only unpack ``snakemake``."""
+"""The rules that run the model: captions, activation and GradCAM dumps, noisy captions, decoded neurons. One
+function per rule: paths and parameters in, files out. Scripts only unpack ``snakemake``."""
 
 from __future__ import annotations
 
 import itertools
 import json
-import os
-import zlib
-from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
-
 from kneurons.captions import mentions
-from kneurons.coco import ImageRecord, image_records, load_coco, read_image
+from kneurons.coco import read_image
 from kneurons.dumps import gradcam, image_activations
 from kneurons.dumpstats import activation_record, gradcam_record
 from kneurons.generation import generate_captions
 from kneurons.h5io import read_dump, write_dump
-from kneurons.io import atomic_path, read_tsv_rows, write_json, write_tsv_rows
-from kneurons.metrics import markdown_table, table2
+from kneurons.io import atomic_path, write_tsv_rows
+from kneurons.metrics import markdown_table
 from kneurons.models import LoadedModel
-from kneurons.neurons import (
-    NeuronSet,
-    candidates,
-    final_set,
-    pan_scores,
-    random_neurons,
-    resolve_threshold,
-    schwettmann_scores,
-    top_neurons,
-)
 from kneurons.perturb import layer_units, perturbed_captions
-from kneurons.samples import (
-    Candidate,
-    Knowledge,
-    inpaint_candidates,
-    read_tsv,
-    reason_counts,
-    resolve_knowledge,
-    select_samples,
-    write_tsv,
-)
-from kneurons.textmetrics import bertscore_model_path, table3
-
-BASELINES = ("schwettmann", "pan", "random")
-
-
-def write_knowledge(annotations: str, spec: str | list[str], per_supercategory: int, out: str) -> list[Knowledge]:
-    """Rule knowledge: resolve the knowledge targets against the COCO categories and list them (TSV)."""
-    targets = resolve_knowledge(load_coco(annotations), spec, annotations, per_supercategory)
-    write_tsv_rows(out, (asdict(t) for t in targets), ["name", "slug", "supercategory", "images"])
-    return targets
-
-
-def read_knowledge(path: str | os.PathLike) -> list[Knowledge]:
-    """The targets listed by rule knowledge."""
-    return [Knowledge(**{**r, "images": int(r["images"])}) for r in read_tsv_rows(path)]
-
-
-def records_by_id(annotations: str, images: str) -> dict[int, ImageRecord]:
-    """The images of a COCO split by id."""
-    return {r.id: r for r in image_records(load_coco(annotations), images)}
-
-
-def inpaint_stage(annotations: str, images: str, name: str, out_tsv: str, out_dir: str, **options) -> None:
-    """Rule inpaint: inpaint k out of its candidate images; list them with their other objects."""
-    records = image_records(load_coco(annotations), images)
-    write_tsv(out_tsv, inpaint_candidates(records, name, out_dir, **options))
+from kneurons.samples import Candidate, read_tsv, write_tsv
+from kneurons.selection import records_by_id, sample_images, selected
+from kneurons.vocab import decode_neurons
 
 
 def caption_stage(
@@ -83,26 +35,6 @@ def caption_stage(
     for i, r in enumerate(rows):
         r.caption, r.inpainted_caption = captions[i], captions[len(rows) + i]
     write_tsv(out_tsv, rows)
-
-
-def select_stage(captioned_tsv: str, n: int, synonyms: Sequence[str], out_tsv: str) -> dict[str, int]:
-    """Rule select_samples: judge the three constraints and keep the first ``n`` passing candidates.
-
-    Returns how many candidates ended with each reason (the selected ones under "selected").
-    """
-    judged = select_samples(read_tsv(captioned_tsv), n, synonyms)
-    write_tsv(out_tsv, judged)
-    return reason_counts(judged)
-
-
-def selected(rows: Sequence[Candidate]) -> list[Candidate]:
-    """The rows of D."""
-    return [r for r in rows if r.status == "selected"]
-
-
-def sample_table(selected_tsvs: Sequence[str], out_tsv: str) -> None:
-    """Rule sample_table: every target's candidates, selected or with the reason they were not, in one TSV."""
-    write_tsv(out_tsv, [r for p in selected_tsvs for r in read_tsv(p)])
 
 
 def _dump_attrs(loaded: LoadedModel, prompt: str, row: Candidate) -> dict:
@@ -169,131 +101,6 @@ def gradcam_stage(
             write_dump(tmp / f"{row.image_id}.h5", gradcam_record(cam.gradcam, cam.unit_logit, mode), attrs)
 
 
-def ours_stage(
-    activations_dir: str, gradcam_dir: str, thresholds: dict, exclude_last_layer: bool, out_dir: str
-) -> None:
-    """Rule neurons_ours: C^k (stage 1) and N_k (stage 2) per sample, with the threshold values actually used.
-
-    ``thresholds``: {"activation": number or "q<quantile>", "gradcam": number or "q<quantile>"}. A quantile of
-    the activation threshold is taken over all neurons' max_p V; of the GradCAM threshold over the candidates'
-    max_p g, floored at 0 (a negative GradCAM never marks a neuron that raises y_c).
-    """
-    with atomic_path(out_dir) as tmp:
-        tmp.mkdir()
-        for path in sorted(Path(activations_dir).glob("*.h5"), key=lambda p: int(p.stem)):
-            acts, attrs = read_dump(path, ["v_max"])
-            vmax = acts["v_max"]  # (L, d_ff) = max_p V
-            gmax = read_dump(Path(gradcam_dir) / path.name, ["g_max"])[0]["g_max"]  # (L, d_ff) = max_p g
-            n_layers = vmax.shape[0]
-            exclude = (n_layers - 1,) if exclude_last_layer else ()
-            eligible = np.ones(n_layers, bool)
-            eligible[list(exclude)] = False
-            t_a = resolve_threshold(thresholds["activation"], vmax[eligible])
-            # the per-neuron maxima as one-position V and g: the filters' max over positions gives them back
-            cand = candidates(vmax[:, None, :], t_a, exclude)
-            t_g = resolve_threshold(thresholds["gradcam"], gmax[cand])
-            if isinstance(thresholds["gradcam"], str):
-                t_g = max(t_g, 0.0)
-            final = final_set(cand, gmax[:, None, :], t_g)
-            chosen = NeuronSet.from_mask(final, gmax)
-            write_json(
-                tmp / f"{path.stem}.json",
-                {
-                    "method": "ours",
-                    "knowledge": str(attrs["knowledge"]),
-                    "image_id": int(attrs["image_id"]),
-                    "thresholds": {
-                        "activation": thresholds["activation"],
-                        "activation_value": t_a,
-                        "gradcam": thresholds["gradcam"],
-                        "gradcam_value": t_g,
-                    },
-                    "excluded_layers": list(exclude),
-                    "candidates": int(cand.sum()),
-                    "candidate_layer_counts": cand.sum(axis=1).tolist(),
-                    "size": len(chosen),
-                    "layer_counts": chosen.layer_counts(n_layers),
-                    "score": "max_p GradCAM",
-                    "neurons": chosen.neurons,
-                },
-            )
-
-
-def baseline_stage(method: str, ours_dir: str, activations_dir: str, gradcam_dir: str, out_dir: str) -> None:
-    """Rule neurons_baseline: Schwettmann's or Pan's top-|N_k| neurons for each sample, or the random control:
-    N_k's per-layer counts drawn uniformly (seeded by knowledge and image id)."""
-    if method not in BASELINES:
-        raise ValueError(f"baseline method must be one of {BASELINES}, got {method!r}")
-    with atomic_path(out_dir) as tmp:
-        tmp.mkdir()
-        for path in sorted(Path(ours_dir).glob("*.json"), key=lambda p: int(p.stem)):
-            ours = json.loads(path.read_text())
-            cam, _ = read_dump(Path(gradcam_dir) / f"{path.stem}.h5", ["g_mean", "unit_logit"])
-            # per-neuron means (L, d_ff) as one-position arrays: the scores' mean over positions gives them back
-            if method == "schwettmann":
-                scores, desc = schwettmann_scores(cam["g_mean"][:, None, :]), "mean_p GradCAM"
-                mask = top_neurons(scores, ours["size"])
-            elif method == "pan":
-                o_mean = read_dump(Path(activations_dir) / f"{path.stem}.h5", ["o_mean"])[0]["o_mean"]
-                scores, desc = pan_scores(o_mean[:, None, :], cam["unit_logit"]), "mean_p O' * D[:, c]"
-                mask = top_neurons(scores, ours["size"])
-            else:
-                seed = zlib.crc32(f"{ours['knowledge']}/{ours['image_id']}".encode())
-                mask = random_neurons(ours["layer_counts"], cam["g_mean"].shape[-1], seed)
-                scores, desc = np.zeros(mask.shape, np.float32), "none (random control, N_k's layer counts)"
-            chosen = NeuronSet.from_mask(mask, scores)
-            write_json(
-                tmp / path.name,
-                {
-                    "method": method,
-                    "knowledge": ours["knowledge"],
-                    "image_id": ours["image_id"],
-                    "size": len(chosen),
-                    "size_from": "ours",
-                    "layer_counts": chosen.layer_counts(len(ours["layer_counts"])),
-                    "score": desc,
-                    "neurons": chosen.neurons,
-                },
-            )
-
-
-def neuron_summary(set_dirs: Sequence[str], out_tsv: str) -> None:
-    """Rule neuron_summary: one row per (method, knowledge, sample): set size, candidates, thresholds, layers."""
-    cols = [
-        "method",
-        "knowledge",
-        "image_id",
-        "size",
-        "candidates",
-        "activation_threshold",
-        "gradcam_threshold",
-        "layer_counts",
-    ]
-    rows = []
-    for d in set_dirs:
-        for path in sorted(Path(d).glob("*.json"), key=lambda p: int(p.stem)):
-            s = json.loads(path.read_text())
-            t = s.get("thresholds", {})
-            rows.append(
-                {
-                    "method": s["method"],
-                    "knowledge": s["knowledge"],
-                    "image_id": s["image_id"],
-                    "size": s["size"],
-                    "candidates": s.get("candidates", ""),
-                    "activation_threshold": t.get("activation_value", ""),
-                    "gradcam_threshold": t.get("gradcam_value", ""),
-                    "layer_counts": " ".join(map(str, s["layer_counts"])),
-                }
-            )
-    write_tsv_rows(out_tsv, rows, cols)
-
-
-def sample_images(selected_tsv: str) -> list[Candidate]:
-    """D over all knowledge targets: the selected rows of the sample table, in (knowledge, image id) order."""
-    return sorted(selected(read_tsv(selected_tsv)), key=lambda r: (r.knowledge, r.image_id))
-
-
 def perturb_stage(
     loaded: LoadedModel,
     annotations: str,
@@ -355,95 +162,43 @@ def perturb_stage(
                 out.write(json.dumps(line) + "\n")
 
 
-def read_perturbations(perturb_jsonls: Sequence[str]) -> tuple[list[dict], Counter]:
-    """The caption lines of the perturbation files (rule perturb), in file order, and the number of empty sets
-    per (method, knowledge)."""
-    lines = [json.loads(ln) for p in perturb_jsonls for ln in Path(p).read_text().splitlines()]
-    empty = Counter((ln["method"], ln["knowledge"]) for ln in lines if ln.get("empty"))
-    return [ln for ln in lines if not ln.get("empty")], empty
+DECODED_COLUMNS = ["method", "knowledge", "set", "rank", "layer", "unit", "score", "tokens"]
 
 
-def coverage_notes(knowledge_tsv: str, samples_tsv: str, empty: Counter) -> dict[str, str]:
-    """Why a knowledge target has fewer rows than the others: no sample passed the constraints (with the reason
-    counts), or some of its neuron sets are empty. {knowledge: note}; targets with nothing to say are left out."""
-    rows = read_tsv(samples_tsv)
-    notes = {}
-    for target in read_knowledge(knowledge_tsv):
-        mine = [r for r in rows if r.knowledge == target.name]
-        if not selected(mine):
-            reasons = ", ".join(f"{why}: {n}" for why, n in sorted(reason_counts(mine).items())) or "no candidate image"
-            notes[target.name] = f"no sample passed the constraints ({reasons})"
-    for (method, k), n in sorted(empty.items()):
-        notes[k] = "; ".join(filter(None, [notes.get(k), f"{method}: {n} empty set(s), no neuron over the thresholds"]))
-    return notes
-
-
-def _notes_md(notes: dict[str, str]) -> str:
-    """The notes of coverage_notes as a Markdown list under a heading (nothing when there are none)."""
-    return "\nNotes\n\n" + "".join(f"- {k}: {note}\n" for k, note in notes.items()) if notes else ""
-
-
-TABLE2_COLUMNS = (
-    ["method", "knowledge", "level", "sets", "empty_sets"]
-    + [f"{m}{suffix}" for m in ("S_se", "S_re", "S_mean", "S_hal") for suffix in ("", "_lo", "_hi")]
-    + ["note"]
-)
-
-
-def table2_stage(
-    perturb_jsonls: Sequence[str], knowledge_tsv: str, samples_tsv: str, out_csv: str, out_md: str
-) -> None:
-    """Rule table2: Table II as CSV (every row) and Markdown (the per-method summary rows and per-level rows).
-
-    Every method gets a row (sets 0, metrics nan, with a note) for a target with no sample or only empty sets.
-    """
-    lines, empty = read_perturbations(perturb_jsonls)
-    notes = coverage_notes(knowledge_tsv, samples_tsv, empty)
-    rows = table2(lines)
-    methods = sorted({r["method"] for r in rows} | {m for m, _ in empty})
-    present = {(r["method"], r["knowledge"]) for r in rows}
-    nan = {f"{m}{s}": float("nan") for m in ("S_se", "S_re", "S_mean", "S_hal") for s in ("", "_lo", "_hi")}
-    rows += [
-        {"method": m, "knowledge": k, "level": "all", "sets": 0} | nan
-        for m in methods
-        for k in [*notes, "all"]
-        if (m, k) not in present
-    ]
+def decoded_neurons_stage(loaded: LoadedModel, set_dirs: Sequence[str], top: int, out_csv: str, out_md: str) -> None:
+    """Rule decoded_neurons: the ``top`` tokens W_U · W_down[:, i] promotes for every neuron of every set (CSV);
+    the Markdown shows each method's ``top`` highest-scored neurons of each target's first sample."""
+    rows = []
+    for d in set_dirs:
+        for path in sorted(Path(d).glob("*.json"), key=lambda p: int(p.stem)):
+            s = json.loads(path.read_text())
+            neurons = [(layer, unit) for layer, unit, _ in s["neurons"]]
+            tokens = decode_neurons(loaded, neurons, top) if neurons else []
+            rows += [
+                {
+                    "method": s["method"],
+                    "knowledge": s["knowledge"],
+                    "set": s["image_id"],
+                    "rank": rank,
+                    "layer": layer,
+                    "unit": unit,
+                    "score": round(score, 6),
+                    "tokens": " ".join(tok),
+                }
+                for rank, ((layer, unit, score), tok) in enumerate(zip(s["neurons"], tokens, strict=True), 1)
+            ]
+    write_tsv_rows(out_csv, rows, DECODED_COLUMNS, delimiter=",")
+    first_set = {}
     for r in rows:
-        is_all = r["knowledge"] == "all"
-        r["empty_sets"] = sum(n for (m, k), n in empty.items() if m == r["method"] and (is_all or k == r["knowledge"]))
-        r["note"] = "" if is_all else notes.get(r["knowledge"], "")
-    write_tsv_rows(out_csv, rows, TABLE2_COLUMNS, delimiter=",")
-    summary = [r for r in rows if r["knowledge"] == "all"]
-    cols = ["method", "level", "sets", "S_se", "S_re", "S_mean", "S_hal"]
-    ci = [{**r, **{m: f"{r[m]:.3f} [{r[m + '_lo']:.3f}, {r[m + '_hi']:.3f}]" for m in cols[3:]}} for r in summary]
+        first_set.setdefault((r["method"], r["knowledge"]), r["set"])
+    shown = [
+        {**r, "neuron": f"L{r['layer']} #{r['unit']}"}
+        for r in rows
+        if r["set"] == first_set[(r["method"], r["knowledge"])] and r["rank"] <= top
+    ]
+    shown.sort(key=lambda r: (r["knowledge"], r["method"], r["rank"]))
     with atomic_path(out_md) as tmp:
         tmp.write_text(
-            "Table II (95 % bootstrap intervals over samples)\n\n" + markdown_table(ci, cols) + _notes_md(notes)
-        )
-
-
-TABLE3_COLUMNS = ["method", "knowledge", "level", "captions", "BLEU", "ROUGE-1", "ROUGE-L", "BERTScore"]
-
-
-def table3_stage(
-    perturb_jsonls: Sequence[str],
-    knowledge_tsv: str,
-    samples_tsv: str,
-    bert_model: str,
-    bert_layers: int,
-    out_csv: str,
-    out_md: str,
-) -> None:
-    """Rule table3: BLEU, ROUGE-1, ROUGE-L and BERTScore F1 of the noisy captions of k's images against their
-    inpainted image's caption, as CSV (every row) and Markdown (per-method overall rows, then the notes)."""
-    lines, empty = read_perturbations(perturb_jsonls)
-    rows = table3(lines, bertscore_model_path(bert_model), bert_layers)
-    write_tsv_rows(out_csv, rows, TABLE3_COLUMNS, delimiter=",")
-    summary = [r for r in rows if r["knowledge"] == "all"]
-    with atomic_path(out_md) as tmp:
-        tmp.write_text(
-            "Table III (noisy captions of k's images against the inpainted image's caption)\n\n"
-            + markdown_table(summary, ["method", "captions", "BLEU", "ROUGE-1", "ROUGE-L", "BERTScore"])
-            + _notes_md(coverage_notes(knowledge_tsv, samples_tsv, empty))
+            f"Decoded neurons: the top-{top} tokens of W_U · W_down[:, i] (first sample of each target)\n\n"
+            + markdown_table(shown, ["knowledge", "method", "set", "rank", "neuron", "tokens"])
         )

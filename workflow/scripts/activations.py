@@ -1,7 +1,8 @@
 """Rule activations: dump O' (L, P, d_ff) of the original and inpainted image of each sample of k (full mode) or
 its per-neuron statistics and strongest traces (compact mode)."""
 
-from kneurons.jobs import load_job_model, start_job
+from kneurons.jobs import start_job
+from kneurons.models import load_job_model
 from kneurons.stages import activations_stage
 
 start_job(snakemake)

@@ -1,6 +1,7 @@
 """Rule caption_candidates: caption the original and the inpainted image of every candidate (batched)."""
 
-from kneurons.jobs import load_job_model, start_job
+from kneurons.jobs import start_job
+from kneurons.models import load_job_model
 from kneurons.stages import caption_stage
 
 start_job(snakemake)

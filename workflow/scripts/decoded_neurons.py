@@ -1,7 +1,8 @@
 """Rule decoded_neurons: the top tokens W_U · W_down[:, i] promotes for every neuron of every set."""
 
-from kneurons.jobs import load_job_model, start_job
-from kneurons.reporting import decoded_neurons_stage
+from kneurons.jobs import start_job
+from kneurons.models import load_job_model
+from kneurons.stages import decoded_neurons_stage
 
 start_job(snakemake)
 decoded_neurons_stage(

@@ -4,7 +4,8 @@ import json
 
 from kneurons.coco import image_records, load_coco
 from kneurons.io import write_json
-from kneurons.jobs import load_job_model, start_job
+from kneurons.jobs import start_job
+from kneurons.models import load_job_model
 from kneurons.synth.evaluate import evaluate_captioner
 
 log = start_job(snakemake)

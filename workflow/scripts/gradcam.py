@@ -1,6 +1,7 @@
 """Rule gradcam: dump GradCAM g of each sample of k for its first caption token (full g or its statistics)."""
 
-from kneurons.jobs import load_job_model, start_job
+from kneurons.jobs import start_job
+from kneurons.models import load_job_model
 from kneurons.stages import gradcam_stage
 
 start_job(snakemake)

@@ -1,7 +1,7 @@
 """Rule inpaint: Telea-inpaint knowledge k out of each of its candidate images."""
 
 from kneurons.jobs import start_job
-from kneurons.stages import inpaint_stage
+from kneurons.selection import inpaint_stage
 
 start_job(snakemake)
 o = snakemake.params.options

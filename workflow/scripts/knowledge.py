@@ -1,7 +1,7 @@
 """Checkpoint knowledge: resolve the knowledge targets against the COCO categories."""
 
 from kneurons.jobs import start_job
-from kneurons.stages import write_knowledge
+from kneurons.selection import write_knowledge
 
 log = start_job(snakemake)
 targets = write_knowledge(

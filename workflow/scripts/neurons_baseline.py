@@ -1,7 +1,7 @@
 """Rule neurons_baseline: Schwettmann's or Pan's top-|N_k| neurons of each sample of k."""
 
 from kneurons.jobs import start_job
-from kneurons.stages import baseline_stage
+from kneurons.neuronsets import baseline_stage
 
 start_job(snakemake)
 baseline_stage(

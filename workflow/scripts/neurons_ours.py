@@ -1,7 +1,7 @@
 """Rule neurons_ours: candidates C^k and knowledge neurons N_k of each sample of k."""
 
 from kneurons.jobs import start_job
-from kneurons.stages import ours_stage
+from kneurons.neuronsets import ours_stage
 
 start_job(snakemake)
 ours_stage(

@@ -1,6 +1,7 @@
 """Rule perturb: caption every image of D under noise on each neuron set of one (method, k)."""
 
-from kneurons.jobs import load_job_model, start_job
+from kneurons.jobs import start_job
+from kneurons.models import load_job_model
 from kneurons.stages import perturb_stage
 
 start_job(snakemake)

@@ -1,7 +1,7 @@
 """Checkpoint select_samples: the paper's three constraints; the first n passing candidates form D for k."""
 
 from kneurons.jobs import start_job
-from kneurons.stages import select_stage
+from kneurons.selection import select_stage
 
 log = start_job(snakemake)
 counts = select_stage(snakemake.input[0], snakemake.params.n, snakemake.params.synonyms, snakemake.output[0])

@@ -1,7 +1,7 @@
 """Rule table2: S_se, S_re, S_mean (and S_hal) per method, knowledge and level, with bootstrap intervals."""
 
 from kneurons.jobs import start_job
-from kneurons.stages import table2_stage
+from kneurons.tables import table2_stage
 
 start_job(snakemake)
 table2_stage(

@@ -1,7 +1,7 @@
 """Rule table3: BLEU, ROUGE-1, ROUGE-L, BERTScore of noisy captions against the inpainted image's caption."""
 
 from kneurons.jobs import start_job
-from kneurons.stages import table3_stage
+from kneurons.textmetrics import table3_stage
 
 start_job(snakemake)
 table3_stage(

@@ -1,0 +1,145 @@
+"""The neuron-set rules (no model): C^k and N_k from the dumps, the baselines' sets of the same size, the summary."""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from kneurons.h5io import read_dump
+from kneurons.io import atomic_path, write_json, write_tsv_rows
+from kneurons.neurons import (
+    NeuronSet,
+    candidates,
+    final_set,
+    pan_scores,
+    random_neurons,
+    resolve_threshold,
+    schwettmann_scores,
+    top_neurons,
+)
+
+BASELINES = ("schwettmann", "pan", "random")
+
+
+def ours_stage(
+    activations_dir: str, gradcam_dir: str, thresholds: dict, exclude_last_layer: bool, out_dir: str
+) -> None:
+    """Rule neurons_ours: C^k (stage 1) and N_k (stage 2) per sample, with the threshold values actually used.
+
+    ``thresholds``: {"activation": number or "q<quantile>", "gradcam": number or "q<quantile>"}. A quantile of
+    the activation threshold is taken over all neurons' max_p V; of the GradCAM threshold over the candidates'
+    max_p g, floored at 0 (a negative GradCAM never marks a neuron that raises y_c).
+    """
+    with atomic_path(out_dir) as tmp:
+        tmp.mkdir()
+        for path in sorted(Path(activations_dir).glob("*.h5"), key=lambda p: int(p.stem)):
+            acts, attrs = read_dump(path, ["v_max"])
+            vmax = acts["v_max"]  # (L, d_ff) = max_p V
+            gmax = read_dump(Path(gradcam_dir) / path.name, ["g_max"])[0]["g_max"]  # (L, d_ff) = max_p g
+            n_layers = vmax.shape[0]
+            exclude = (n_layers - 1,) if exclude_last_layer else ()
+            eligible = np.ones(n_layers, bool)
+            eligible[list(exclude)] = False
+            t_a = resolve_threshold(thresholds["activation"], vmax[eligible])
+            # the per-neuron maxima as one-position V and g: the filters' max over positions gives them back
+            cand = candidates(vmax[:, None, :], t_a, exclude)
+            t_g = resolve_threshold(thresholds["gradcam"], gmax[cand])
+            if isinstance(thresholds["gradcam"], str):
+                t_g = max(t_g, 0.0)
+            final = final_set(cand, gmax[:, None, :], t_g)
+            chosen = NeuronSet.from_mask(final, gmax)
+            write_json(
+                tmp / f"{path.stem}.json",
+                {
+                    "method": "ours",
+                    "knowledge": str(attrs["knowledge"]),
+                    "image_id": int(attrs["image_id"]),
+                    "thresholds": {
+                        "activation": thresholds["activation"],
+                        "activation_value": t_a,
+                        "gradcam": thresholds["gradcam"],
+                        "gradcam_value": t_g,
+                    },
+                    "excluded_layers": list(exclude),
+                    "candidates": int(cand.sum()),
+                    "candidate_layer_counts": cand.sum(axis=1).tolist(),
+                    "size": len(chosen),
+                    "layer_counts": chosen.layer_counts(n_layers),
+                    "score": "max_p GradCAM",
+                    "neurons": chosen.neurons,
+                },
+            )
+
+
+def baseline_stage(method: str, ours_dir: str, activations_dir: str, gradcam_dir: str, out_dir: str) -> None:
+    """Rule neurons_baseline: Schwettmann's or Pan's top-|N_k| neurons for each sample, or the random control:
+    N_k's per-layer counts drawn uniformly (seeded by knowledge and image id)."""
+    if method not in BASELINES:
+        raise ValueError(f"baseline method must be one of {BASELINES}, got {method!r}")
+    with atomic_path(out_dir) as tmp:
+        tmp.mkdir()
+        for path in sorted(Path(ours_dir).glob("*.json"), key=lambda p: int(p.stem)):
+            ours = json.loads(path.read_text())
+            cam, _ = read_dump(Path(gradcam_dir) / f"{path.stem}.h5", ["g_mean", "unit_logit"])
+            # per-neuron means (L, d_ff) as one-position arrays: the scores' mean over positions gives them back
+            if method == "schwettmann":
+                scores, desc = schwettmann_scores(cam["g_mean"][:, None, :]), "mean_p GradCAM"
+                mask = top_neurons(scores, ours["size"])
+            elif method == "pan":
+                o_mean = read_dump(Path(activations_dir) / f"{path.stem}.h5", ["o_mean"])[0]["o_mean"]
+                scores, desc = pan_scores(o_mean[:, None, :], cam["unit_logit"]), "mean_p O' * D[:, c]"
+                mask = top_neurons(scores, ours["size"])
+            else:
+                seed = zlib.crc32(f"{ours['knowledge']}/{ours['image_id']}".encode())
+                mask = random_neurons(ours["layer_counts"], cam["g_mean"].shape[-1], seed)
+                scores, desc = np.zeros(mask.shape, np.float32), "none (random control, N_k's layer counts)"
+            chosen = NeuronSet.from_mask(mask, scores)
+            write_json(
+                tmp / path.name,
+                {
+                    "method": method,
+                    "knowledge": ours["knowledge"],
+                    "image_id": ours["image_id"],
+                    "size": len(chosen),
+                    "size_from": "ours",
+                    "layer_counts": chosen.layer_counts(len(ours["layer_counts"])),
+                    "score": desc,
+                    "neurons": chosen.neurons,
+                },
+            )
+
+
+def neuron_summary(set_dirs: Sequence[str], out_tsv: str) -> None:
+    """Rule neuron_summary: one row per (method, knowledge, sample): set size, candidates, thresholds, layers."""
+    cols = [
+        "method",
+        "knowledge",
+        "image_id",
+        "size",
+        "candidates",
+        "activation_threshold",
+        "gradcam_threshold",
+        "layer_counts",
+    ]
+    rows = []
+    for d in set_dirs:
+        for path in sorted(Path(d).glob("*.json"), key=lambda p: int(p.stem)):
+            s = json.loads(path.read_text())
+            t = s.get("thresholds", {})
+            rows.append(
+                {
+                    "method": s["method"],
+                    "knowledge": s["knowledge"],
+                    "image_id": s["image_id"],
+                    "size": s["size"],
+                    "candidates": s.get("candidates", ""),
+                    "activation_threshold": t.get("activation_value", ""),
+                    "gradcam_threshold": t.get("gradcam_value", ""),
+                    "layer_counts": " ".join(map(str, s["layer_counts"])),
+                }
+            )
+    write_tsv_rows(out_tsv, rows, cols)

@@ -1,0 +1,68 @@
+"""The sample-selection rules (no model): knowledge targets, inpainting, the constraints, the sample table."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import asdict
+
+from kneurons.coco import ImageRecord, image_records, load_coco
+from kneurons.io import read_tsv_rows, write_tsv_rows
+from kneurons.samples import (
+    Candidate,
+    Knowledge,
+    inpaint_candidates,
+    read_tsv,
+    reason_counts,
+    resolve_knowledge,
+    select_samples,
+    write_tsv,
+)
+
+
+def write_knowledge(annotations: str, spec: str | list[str], per_supercategory: int, out: str) -> list[Knowledge]:
+    """Rule knowledge: resolve the knowledge targets against the COCO categories and list them (TSV)."""
+    targets = resolve_knowledge(load_coco(annotations), spec, annotations, per_supercategory)
+    write_tsv_rows(out, (asdict(t) for t in targets), ["name", "slug", "supercategory", "images"])
+    return targets
+
+
+def read_knowledge(path: str | os.PathLike) -> list[Knowledge]:
+    """The targets listed by rule knowledge."""
+    return [Knowledge(**{**r, "images": int(r["images"])}) for r in read_tsv_rows(path)]
+
+
+def records_by_id(annotations: str, images: str) -> dict[int, ImageRecord]:
+    """The images of a COCO split by id."""
+    return {r.id: r for r in image_records(load_coco(annotations), images)}
+
+
+def inpaint_stage(annotations: str, images: str, name: str, out_tsv: str, out_dir: str, **options) -> None:
+    """Rule inpaint: inpaint k out of its candidate images; list them with their other objects."""
+    records = image_records(load_coco(annotations), images)
+    write_tsv(out_tsv, inpaint_candidates(records, name, out_dir, **options))
+
+
+def select_stage(captioned_tsv: str, n: int, synonyms: Sequence[str], out_tsv: str) -> dict[str, int]:
+    """Rule select_samples: judge the three constraints and keep the first ``n`` passing candidates.
+
+    Returns how many candidates ended with each reason (the selected ones under "selected").
+    """
+    judged = select_samples(read_tsv(captioned_tsv), n, synonyms)
+    write_tsv(out_tsv, judged)
+    return reason_counts(judged)
+
+
+def selected(rows: Sequence[Candidate]) -> list[Candidate]:
+    """The rows of D."""
+    return [r for r in rows if r.status == "selected"]
+
+
+def sample_table(selected_tsvs: Sequence[str], out_tsv: str) -> None:
+    """Rule sample_table: every target's candidates, selected or with the reason they were not, in one TSV."""
+    write_tsv(out_tsv, [r for p in selected_tsvs for r in read_tsv(p)])
+
+
+def sample_images(selected_tsv: str) -> list[Candidate]:
+    """D over all knowledge targets: the selected rows of the sample table, in (knowledge, image id) order."""
+    return sorted(selected(read_tsv(selected_tsv)), key=lambda r: (r.knowledge, r.image_id))
