@@ -5,9 +5,55 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
+
+from kneurons.coco import image_records, load_coco
+from kneurons.dumpstats import activation_record, gradcam_record
+from kneurons.h5io import write_dump
 from kneurons.io import read_tsv_rows, write_tsv_rows
+from kneurons.models import load_model
+from kneurons.neuronsets import ours_stage
 from kneurons.samples import Candidate, write_tsv
+from kneurons.stages import perturb_stage
 from kneurons.tables import table2_stage
+from tests.conftest import PROMPT
+
+
+def strict_json(text: str) -> dict:
+    def refuse(constant: str):
+        raise ValueError(f"non-standard JSON constant {constant}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_thresholds_that_select_nothing_give_a_recorded_empty_set(tmp_path):
+    acts, cams, out = tmp_path / "acts", tmp_path / "cams", tmp_path / "ours"
+    acts.mkdir()
+    cams.mkdir()
+    orig = np.ones((2, 4, 8), np.float32)
+    attrs = {"knowledge": "bear", "image_id": 1}
+    write_dump(acts / "1.h5", activation_record(orig, orig * 0.5, "full", 0.1), attrs)
+    write_dump(cams / "1.h5", gradcam_record(orig, np.ones((2, 8), np.float32), "full"), attrs)
+    ours_stage(str(acts), str(cams), {"activation": 100.0, "gradcam": "q0.5"}, False, str(out))
+    nset = strict_json((out / "1.json").read_text())
+    assert nset["size"] == 0 and nset["neurons"] == [] and nset["candidates"] == 0
+    assert nset["thresholds"]["activation_value"] == 100.0 and nset["thresholds"]["gradcam_value"] is None
+
+
+def test_an_empty_set_is_recorded_by_perturb_and_not_captioned(tmp_path, tiny_split, tiny_model_dir):
+    record = next(r for r in image_records(load_coco(tiny_split[0]), tiny_split[1]) if r.annotations)
+    k = record.annotations[0].category
+    write_tsv(tmp_path / "selected.tsv", [Candidate(k, record.id, "x", status="selected")])
+    sets = tmp_path / "sets"
+    sets.mkdir()
+    empty = {"method": "ours", "knowledge": k, "image_id": record.id, "size": 0, "layer_counts": [0, 0], "neurons": []}
+    (sets / f"{record.id}.json").write_text(json.dumps(empty))
+    out = tmp_path / "p.jsonl"
+    perturb_stage(load_model(tiny_model_dir), str(tiny_split[0]), str(tiny_split[1]), str(tmp_path / "selected.tsv"),
+                  str(sets), str(tmp_path / "no-dumps-needed"), PROMPT, levels=[40], seeds=2, scale="absolute",
+                  synonyms={}, out_jsonl=str(out))  # fmt: skip
+    lines = [json.loads(ln) for ln in out.read_text().splitlines()]
+    assert lines == [{"method": "ours", "knowledge": k, "set": record.id, "set_size": 0, "empty": True}]
 
 
 def test_table2_reports_targets_without_samples_and_empty_sets(tmp_path):

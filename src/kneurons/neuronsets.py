@@ -62,7 +62,7 @@ def ours_stage(
                         "activation": thresholds["activation"],
                         "activation_value": t_a,
                         "gradcam": thresholds["gradcam"],
-                        "gradcam_value": t_g,
+                        "gradcam_value": t_g if np.isfinite(t_g) else None,  # None: no candidate to rank
                     },
                     "excluded_layers": list(exclude),
                     "candidates": int(cand.sum()),
