@@ -12,26 +12,26 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-# edit(layer, O_img) -> new O_img, both (B, P, d_ff): the act_fn output at the image positions only. The edit may
-# change O_img in place (it is a copy).
-Edit = Callable[[int, torch.Tensor], torch.Tensor]
+# edit(layer, O, rows, cols) changes O (B, T, d_ff) in place at the image positions O[rows, cols], where rows and
+# cols are (B, P) index tensors: row b's p-th image position is (rows[b, p], cols[b, p]). Edits touch only what
+# they change (a few units of a 7B model's (B, T, 11008) output, not a copy of it).
+Edit = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], None]
 
 
 @contextmanager
 def edit_image_activations(act_fns: Sequence[nn.Module], image_mask: torch.Tensor, edit: Edit) -> Iterator[None]:
-    """Within the block, replace O[l] by ``edit(l, O[l])`` at the image positions of ``image_mask`` (B, T) bool
+    """Within the block, let ``edit`` change each layer's O[l] at the image positions of ``image_mask`` (B, T) bool
     (P positions in every row); the other positions keep their values."""
     b = image_mask.shape[0]
+    rows, cols = (i.view(b, -1) for i in image_mask.nonzero(as_tuple=True))
 
     def make_hook(layer: int) -> Callable:
         def hook(_module: nn.Module, _inputs: tuple, output: torch.Tensor) -> torch.Tensor | None:
             if output.shape[:2] != image_mask.shape:
                 return None
-            d = output.shape[-1]
-            new = edit(layer, output[image_mask].view(b, -1, d))
             if output.requires_grad:  # keep autograd's view of the original output intact
                 output = output.clone()
-            output[image_mask] = new.reshape(-1, d).to(output.dtype)
+            edit(layer, output, rows, cols)
             return output
 
         return hook
@@ -44,9 +44,9 @@ def edit_image_activations(act_fns: Sequence[nn.Module], image_mask: torch.Tenso
             h.remove()
 
 
-def zero_edit(_layer: int, output: torch.Tensor) -> torch.Tensor:
-    """An Edit that ablates: every unit's output becomes 0."""
-    return torch.zeros_like(output)
+def zero_edit(_layer: int, output: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> None:
+    """An Edit that ablates: every unit's output at the image positions becomes 0."""
+    output[rows, cols] = 0
 
 
 class ImageActivations:

@@ -52,10 +52,9 @@ def add_noise(
     mask = loaded.image_positions(input_ids)
     noise = noise.to(device=device, dtype=dtype)
 
-    def edit(layer: int, img: torch.Tensor) -> torch.Tensor:  # img: (B, P, d_ff), a copy
-        if len(idx[layer]):
-            img[:, :, idx[layer]] += noise[:, :, None] * scale[layer][None, None, :]
-        return img
+    def edit(layer: int, out: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> None:
+        if len(idx[layer]):  # (B, P, n) elements: the set's units at the image positions only
+            out[rows[..., None], cols[..., None], idx[layer]] += noise[:, :, None] * scale[layer][None, None, :]
 
     with edit_image_activations(loaded.act_fns, mask, edit):
         yield
