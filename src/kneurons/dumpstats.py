@@ -16,6 +16,8 @@ import numpy as np
 from kneurons.neurons import activation_difference
 
 MODES = ("full", "compact")
+# The datasets that hold the (P,) traces of O' in each mode (what `traces` reads).
+TRACE_DATASETS = {"full": ["original"], "compact": ["trace_index", "traces"]}
 
 
 def activation_record(original: np.ndarray, inpainted: np.ndarray, mode: str, trace_share: float) -> dict:

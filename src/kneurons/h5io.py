@@ -34,10 +34,11 @@ def is_complete(path: str | os.PathLike) -> bool:
 
 
 def read_dump(path: str | os.PathLike, names: list[str] | None = None) -> tuple[dict[str, np.ndarray], dict]:
-    """The datasets ``names`` (all if None) and the attributes of a dump; DumpError naming the file if incomplete."""
+    """The datasets ``names`` (all if None, none if empty) and the attributes of a dump; DumpError naming the file
+    if incomplete."""
     path = Path(path)
     if not is_complete(path):
         raise DumpError(f"{path}: HDF5 dump is missing, truncated or incomplete; rerun snakemake to recompute it")
     with h5py.File(path, "r") as f:
-        data = {n: f[n][()] for n in (names or list(f.keys()))}
+        data = {n: f[n][()] for n in (list(f.keys()) if names is None else names)}
         return data, dict(f.attrs)

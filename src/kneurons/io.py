@@ -36,6 +36,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp.unlink()
 
 
+def per_image_files(directory: str | os.PathLike, suffix: str) -> list[Path]:
+    """The files ``{image_id}{suffix}`` of a per-sample output directory, in image-id order."""
+    return sorted(Path(directory).glob(f"*{suffix}"), key=lambda p: int(p.name.removesuffix(suffix)))
+
+
 def write_tsv_rows(path: str | os.PathLike, rows: Iterable[dict], fieldnames: list[str], delimiter: str = "\t") -> None:
     """Write dict rows as a tab-separated (or ``delimiter``-separated) file with a header line, atomically."""
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:

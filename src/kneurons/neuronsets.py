@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from kneurons.h5io import read_dump
-from kneurons.io import atomic_path, write_json, write_tsv_rows
+from kneurons.io import atomic_path, per_image_files, write_json, write_tsv_rows
 from kneurons.neurons import (
     NeuronSet,
     candidates,
@@ -36,7 +36,7 @@ def ours_stage(
     """
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
-        for path in sorted(Path(activations_dir).glob("*.h5"), key=lambda p: int(p.stem)):
+        for path in per_image_files(activations_dir, ".h5"):
             acts, attrs = read_dump(path, ["v_max"])
             vmax = acts["v_max"]  # (L, d_ff) = max_p V
             gmax = read_dump(Path(gradcam_dir) / path.name, ["g_max"])[0]["g_max"]  # (L, d_ff) = max_p g
@@ -82,7 +82,7 @@ def baseline_stage(method: str, ours_dir: str, activations_dir: str, gradcam_dir
         raise ValueError(f"baseline method must be one of {BASELINES}, got {method!r}")
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
-        for path in sorted(Path(ours_dir).glob("*.json"), key=lambda p: int(p.stem)):
+        for path in per_image_files(ours_dir, ".json"):
             ours = json.loads(path.read_text())
             cam, _ = read_dump(Path(gradcam_dir) / f"{path.stem}.h5", ["g_mean", "unit_logit"])
             # per-neuron means (L, d_ff) as one-position arrays: the scores' mean over positions gives them back
@@ -127,7 +127,7 @@ def neuron_summary(set_dirs: Sequence[str], out_tsv: str) -> None:
     ]
     rows = []
     for d in set_dirs:
-        for path in sorted(Path(d).glob("*.json"), key=lambda p: int(p.stem)):
+        for path in per_image_files(d, ".json"):
             s = json.loads(path.read_text())
             t = s.get("thresholds", {})
             rows.append(

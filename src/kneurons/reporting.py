@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 
 from kneurons.coco import read_image
-from kneurons.dumpstats import traces
+from kneurons.dumpstats import TRACE_DATASETS, traces
 from kneurons.figures import HeatmapPanel, layer_shares, plot_heatmaps, plot_layer_distribution
 from kneurons.h5io import read_dump
 from kneurons.io import atomic_path, read_tsv_rows, write_tsv_rows
 from kneurons.metrics import markdown_table
 from kneurons.samples import Candidate, read_tsv
-from kneurons.selection import records_by_id, selected
+from kneurons.selection import records_by_id, sample_images, selected
 from kneurons.tables import read_perturbations
 
 
@@ -52,7 +52,9 @@ def heatmaps_stage(
     for row in selected(read_tsv(selected_tsv)):
         nset = json.loads((Path(sets_dir) / f"{row.image_id}.json").read_text())
         neurons = [(layer, unit) for layer, unit, _ in nset["neurons"][:top]]
-        record, attrs = read_dump(Path(activations_dir) / f"{row.image_id}.h5")
+        dump = Path(activations_dir) / f"{row.image_id}.h5"
+        attrs = read_dump(dump, [])[1]
+        record = read_dump(dump, TRACE_DATASETS[str(attrs.get("mode", "full"))])[0]
         found = [(n, t) for n, t in zip(neurons, traces(record, neurons), strict=True) if t is not None]
         panels.append(
             HeatmapPanel(
@@ -86,7 +88,7 @@ def examples_stage(
         if float(ln["level"]) == level and ln["seed"] == 0 and ln["set"] == ln["image_id"]:
             by_key[(ln["method"], ln["knowledge"], ln["image_id"])] = ln["caption"]
     first: dict[str, Candidate] = {}
-    for r in sorted(selected(read_tsv(selected_tsv)), key=lambda r: (r.knowledge, r.image_id)):
+    for r in sample_images(selected_tsv):
         first.setdefault(r.knowledge, r)
     rows = []
     for k, r in first.items():

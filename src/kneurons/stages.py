@@ -14,7 +14,7 @@ from kneurons.dumps import gradcam, image_activations
 from kneurons.dumpstats import activation_record, gradcam_record
 from kneurons.generation import generate_captions
 from kneurons.h5io import read_dump, write_dump
-from kneurons.io import atomic_path, write_tsv_rows
+from kneurons.io import atomic_path, per_image_files, write_tsv_rows
 from kneurons.metrics import markdown_table
 from kneurons.models import LoadedModel
 from kneurons.perturb import layer_units, perturbed_captions
@@ -128,7 +128,7 @@ def perturb_stage(
     column = {image_id: j for j, image_id in enumerate(ids)}
     rows = [(float(level), seed, j) for level in levels for seed in range(seeds) for j in range(len(ids))]
     with atomic_path(out_jsonl) as tmp, open(tmp, "w") as out:
-        for path in sorted(Path(sets_dir).glob("*.json"), key=lambda p: int(p.stem)):
+        for path in per_image_files(sets_dir, ".json"):
             nset = json.loads(path.read_text())
             if not nset["neurons"]:  # thresholds chose no neuron: recorded, nothing to perturb
                 empty = {"method": nset["method"], "knowledge": nset["knowledge"], "set": nset["image_id"]}
@@ -167,26 +167,26 @@ DECODED_COLUMNS = ["method", "knowledge", "set", "rank", "layer", "unit", "score
 
 def decoded_neurons_stage(loaded: LoadedModel, set_dirs: Sequence[str], top: int, out_csv: str, out_md: str) -> None:
     """Rule decoded_neurons: the ``top`` tokens W_U · W_down[:, i] promotes for every neuron of every set (CSV);
-    the Markdown shows each method's ``top`` highest-scored neurons of each target's first sample."""
+    the Markdown shows each method's ``top`` highest-scored neurons of each target's first sample. Each distinct
+    neuron is decoded once, in one product per layer."""
+    sets = [json.loads(path.read_text()) for d in set_dirs for path in per_image_files(d, ".json")]
+    distinct = sorted({(layer, unit) for s in sets for layer, unit, _ in s["neurons"]})
+    decoded = dict(zip(distinct, decode_neurons(loaded, distinct, top) if distinct else [], strict=True))
     rows = []
-    for d in set_dirs:
-        for path in sorted(Path(d).glob("*.json"), key=lambda p: int(p.stem)):
-            s = json.loads(path.read_text())
-            neurons = [(layer, unit) for layer, unit, _ in s["neurons"]]
-            tokens = decode_neurons(loaded, neurons, top) if neurons else []
-            rows += [
-                {
-                    "method": s["method"],
-                    "knowledge": s["knowledge"],
-                    "set": s["image_id"],
-                    "rank": rank,
-                    "layer": layer,
-                    "unit": unit,
-                    "score": round(score, 6),
-                    "tokens": " ".join(tok),
-                }
-                for rank, ((layer, unit, score), tok) in enumerate(zip(s["neurons"], tokens, strict=True), 1)
-            ]
+    for s in sets:
+        rows += [
+            {
+                "method": s["method"],
+                "knowledge": s["knowledge"],
+                "set": s["image_id"],
+                "rank": rank,
+                "layer": layer,
+                "unit": unit,
+                "score": round(score, 6),
+                "tokens": " ".join(decoded[(layer, unit)]),
+            }
+            for rank, (layer, unit, score) in enumerate(s["neurons"], 1)
+        ]
     write_tsv_rows(out_csv, rows, DECODED_COLUMNS, delimiter=",")
     first_set = {}
     for r in rows:

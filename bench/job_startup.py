@@ -1,0 +1,41 @@
+"""Job start-up: the imports of a job that needs no model (selection, neuron sets, tables, figures) against the
+imports every job paid while all stage functions lived in one module with the model code, same run.
+
+Usage: python bench/job_startup.py [--repeats 5]
+Each measurement is a fresh interpreter (as Snakemake starts every script job); prints the median seconds of both
+and their ratio. Needs no data or model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import time
+
+LIGHT = "import kneurons.jobs, kneurons.selection, kneurons.neuronsets, kneurons.tables, kneurons.reporting"
+# the naive way: every job imports the model stages too (torch, transformers), as one stages module made it do
+NAIVE = LIGHT + ", kneurons.stages, kneurons.textmetrics"
+
+
+def seconds(code: str) -> float:
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-c", code], check=True)
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=5)
+    args = ap.parse_args()
+    seconds(NAIVE)  # warm the file cache for both
+    light = statistics.median(seconds(LIGHT) for _ in range(args.repeats))
+    naive = statistics.median(seconds(NAIVE) for _ in range(args.repeats))
+    print(f"light job imports      : {light:6.2f} s (median of {args.repeats})")
+    print(f"all-in-one imports     : {naive:6.2f} s (median of {args.repeats})")
+    print(f"ratio                  : {naive / light:6.1f}x")
+
+
+if __name__ == "__main__":
+    main()
