@@ -183,7 +183,7 @@ def _kill_when(workdir: Path, ready, timeout: float = 400) -> None:
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO)
     deadline = time.time() + timeout
     while not ready() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
+        time.sleep(0.01)
     assert proc.poll() is None, "the run ended before the kill point"
     for pid in [*_descendants(proc.pid), proc.pid]:
         with contextlib.suppress(ProcessLookupError):
@@ -195,17 +195,44 @@ def _exists(workdir: Path, pattern: str, text: str = "") -> bool:
     return any(text in p.read_text(errors="replace") if text else True for p in workdir.glob(pattern) if p.is_file())
 
 
+def _running(workdir: Path, rule: str, suffix: str = "") -> list[Path]:
+    """Outputs ``results/{rule}/.../{k}{suffix}`` of the jobs of ``rule`` under way: their log is open (the job has
+    imported its modules and is loading the model or computing, about a second at the test's scale) and their
+    output is not there yet."""
+    logs = workdir / "results/logs" / rule
+    outputs = [workdir / "results" / rule / log.relative_to(logs).with_suffix(suffix) for log in logs.rglob("*.log")]
+    return [out for out in outputs if not out.exists()]
+
+
+def _leave_partial_write(output: Path) -> None:
+    """What a SIGKILL inside the write itself leaves beside ``output``: a half-written temporary. (That window lasts
+    30-80 ms at the test's scale, too short to hit reliably by polling, so the test puts the leftover there.)"""
+    tmp = output.with_name(f".{output.name}.tmp999999")
+    if output.suffix:  # a JSON-lines file cut in the middle of a line
+        tmp.write_text('{"method": "ours", "knowledge": "be')
+    else:  # a dump directory with a truncated HDF5 file
+        tmp.mkdir()
+        (tmp / "1.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(100))
+
+
 def test_sigkill_at_three_points_then_resume_gives_identical_results(run_dir, tmp_path):
     work = tmp_path / "killed"
     work.mkdir()
+    dumping = lambda: _running(work, "activations")  # noqa: E731 - a dump job under way
+    perturbing = lambda: _running(work, "perturb", ".jsonl")  # noqa: E731 - a perturbation job under way
     kill_points = [
-        lambda: _exists(work, "results/logs/train_captioner.log", "step    50"),  # training under way
-        lambda: any(work.glob("results/activations/.*.tmp*")),  # a dump directory being written
-        lambda: any(work.glob("results/perturb/*/.*.jsonl.tmp*")),  # a perturbation file being written
+        (lambda: _exists(work, "results/logs/train_captioner.log", "step    50"), None),  # training under way
+        (dumping, dumping),
+        (perturbing, perturbing),
     ]
-    for ready in kill_points:
+    for ready, killed in kill_points:
         _kill_when(work, ready)
         assert snakemake(work, "--unlock").returncode == 0
+        if killed is not None:
+            outputs = killed()
+            assert outputs, "the kill did not land inside a job"
+            for output in outputs:
+                _leave_partial_write(output)
     proc = snakemake(work, "--cores", "2", "--rerun-incomplete")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert not [p for p in (work / "results").rglob("*") if ".tmp" in p.name], "temporary files left behind"
