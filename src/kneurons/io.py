@@ -55,7 +55,12 @@ def read_tsv_rows(path: str | os.PathLike, delimiter: str = "\t") -> list[dict]:
         return list(csv.DictReader(f, delimiter=delimiter))
 
 
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path``, atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
 def write_json(path: str | os.PathLike, data: dict) -> None:
     """Write ``data`` as indented JSON, atomically."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=1))
+    write_text(path, json.dumps(data, indent=1))

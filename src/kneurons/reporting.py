@@ -13,7 +13,7 @@ from kneurons.coco import read_image
 from kneurons.dumpstats import TRACE_DATASETS, traces
 from kneurons.figures import HeatmapPanel, layer_shares, plot_heatmaps, plot_layer_distribution
 from kneurons.h5io import read_dump
-from kneurons.io import atomic_path, read_tsv_rows, write_tsv_rows
+from kneurons.io import read_tsv_rows, write_text, write_tsv_rows
 from kneurons.metrics import markdown_table
 from kneurons.samples import Candidate, read_tsv
 from kneurons.selection import records_by_id, sample_images, selected
@@ -97,5 +97,4 @@ def examples_stage(
         rows.append(row)
     cols = ["knowledge", "image_id", "original", "inpainted", *methods]
     write_tsv_rows(out_csv, rows, cols, delimiter=",")
-    with atomic_path(out_md) as tmp:
-        tmp.write_text(f"Example captions (noise level {level:g}, seed 0)\n\n" + markdown_table(rows, cols))
+    write_text(out_md, f"Example captions (noise level {level:g}, seed 0)\n\n" + markdown_table(rows, cols))

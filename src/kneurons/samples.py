@@ -125,10 +125,9 @@ def inpaint_candidates(
         for rec in [r for r in records if any(a.category == name for a in r.annotations)][:max_candidates]:
             image = read_image(rec.path)
             targets = [a for a in rec.annotations if a.category == name]
-            for a in targets:
-                check_box(rec, a)
             mask = np.zeros((rec.height, rec.width), np.uint8)
             for a in targets:
+                check_box(rec, a)
                 mask |= object_mask(a, rec.height, rec.width, source, dilate)
             others = [a for a in rec.annotations if a.category != name]
             covered = sorted({a.category for a in others if _covered(mask, a.bbox)})

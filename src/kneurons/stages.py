@@ -14,7 +14,7 @@ from kneurons.dumps import gradcam, image_activations
 from kneurons.dumpstats import activation_record, gradcam_record
 from kneurons.generation import generate_captions
 from kneurons.h5io import read_dump, write_dump
-from kneurons.io import atomic_path, per_image_files, write_tsv_rows
+from kneurons.io import atomic_path, per_image_files, write_text, write_tsv_rows
 from kneurons.metrics import markdown_table
 from kneurons.models import LoadedModel
 from kneurons.perturb import layer_units, perturbed_captions
@@ -197,8 +197,8 @@ def decoded_neurons_stage(loaded: LoadedModel, set_dirs: Sequence[str], top: int
         if r["set"] == first_set[(r["method"], r["knowledge"])] and r["rank"] <= top
     ]
     shown.sort(key=lambda r: (r["knowledge"], r["method"], r["rank"]))
-    with atomic_path(out_md) as tmp:
-        tmp.write_text(
-            f"Decoded neurons: the top-{top} tokens of W_U · W_down[:, i] (first sample of each target)\n\n"
-            + markdown_table(shown, ["knowledge", "method", "set", "rank", "neuron", "tokens"])
-        )
+    write_text(
+        out_md,
+        f"Decoded neurons: the top-{top} tokens of W_U · W_down[:, i] (first sample of each target)\n\n"
+        + markdown_table(shown, ["knowledge", "method", "set", "rank", "neuron", "tokens"]),
+    )

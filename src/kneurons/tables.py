@@ -7,8 +7,8 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from kneurons.io import atomic_path, write_tsv_rows
-from kneurons.metrics import markdown_table, table2
+from kneurons.io import write_text, write_tsv_rows
+from kneurons.metrics import SCORES, markdown_table, table2
 from kneurons.samples import read_tsv, reason_counts
 from kneurons.selection import read_knowledge, selected
 
@@ -41,11 +41,9 @@ def notes_markdown(notes: dict[str, str]) -> str:
     return "\nNotes\n\n" + "".join(f"- {k}: {note}\n" for k, note in notes.items()) if notes else ""
 
 
-TABLE2_COLUMNS = (
-    ["method", "knowledge", "level", "sets", "empty_sets"]
-    + [f"{m}{suffix}" for m in ("S_se", "S_re", "S_mean", "S_hal") for suffix in ("", "_lo", "_hi")]
-    + ["note"]
-)
+# Each score with the bounds of its 95 % interval.
+SCORE_COLUMNS = [f"{m}{suffix}" for m in SCORES for suffix in ("", "_lo", "_hi")]
+TABLE2_COLUMNS = ["method", "knowledge", "level", "sets", "empty_sets", *SCORE_COLUMNS, "note"]
 
 
 def table2_stage(
@@ -60,7 +58,7 @@ def table2_stage(
     rows = table2(lines)
     methods = sorted({r["method"] for r in rows} | {m for m, _ in empty})
     present = {(r["method"], r["knowledge"]) for r in rows}
-    nan = {f"{m}{s}": float("nan") for m in ("S_se", "S_re", "S_mean", "S_hal") for s in ("", "_lo", "_hi")}
+    nan = dict.fromkeys(SCORE_COLUMNS, float("nan"))
     rows += [
         {"method": m, "knowledge": k, "level": "all", "sets": 0} | nan
         for m in methods
@@ -73,9 +71,9 @@ def table2_stage(
         r["note"] = "" if is_all else notes.get(r["knowledge"], "")
     write_tsv_rows(out_csv, rows, TABLE2_COLUMNS, delimiter=",")
     summary = [r for r in rows if r["knowledge"] == "all"]
-    cols = ["method", "level", "sets", "S_se", "S_re", "S_mean", "S_hal"]
-    ci = [{**r, **{m: f"{r[m]:.3f} [{r[m + '_lo']:.3f}, {r[m + '_hi']:.3f}]" for m in cols[3:]}} for r in summary]
-    with atomic_path(out_md) as tmp:
-        tmp.write_text(
-            "Table II (95 % bootstrap intervals over samples)\n\n" + markdown_table(ci, cols) + notes_markdown(notes)
-        )
+    cols = ["method", "level", "sets", *SCORES]
+    ci = [{**r, **{m: f"{r[m]:.3f} [{r[m + '_lo']:.3f}, {r[m + '_hi']:.3f}]" for m in SCORES}} for r in summary]
+    write_text(
+        out_md,
+        "Table II (95 % bootstrap intervals over samples)\n\n" + markdown_table(ci, cols) + notes_markdown(notes),
+    )

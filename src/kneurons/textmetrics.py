@@ -13,7 +13,7 @@ from bert_score import score as bert_score
 from rouge_score.rouge_scorer import RougeScorer
 
 from kneurons.errors import DataError
-from kneurons.io import atomic_path, write_tsv_rows
+from kneurons.io import write_text, write_tsv_rows
 from kneurons.metrics import ALL, PACKAGED_BERTSCORE_MODEL, markdown_table
 from kneurons.tables import coverage_notes, notes_markdown, read_perturbations
 
@@ -100,9 +100,9 @@ def table3_stage(
     rows = table3(lines, bertscore_model_path(bert_model), bert_layers)
     write_tsv_rows(out_csv, rows, TABLE3_COLUMNS, delimiter=",")
     summary = [r for r in rows if r["knowledge"] == "all"]
-    with atomic_path(out_md) as tmp:
-        tmp.write_text(
-            "Table III (noisy captions of k's images against the inpainted image's caption)\n\n"
-            + markdown_table(summary, ["method", "captions", "BLEU", "ROUGE-1", "ROUGE-L", "BERTScore"])
-            + notes_markdown(coverage_notes(knowledge_tsv, samples_tsv, empty))
-        )
+    write_text(
+        out_md,
+        "Table III (noisy captions of k's images against the inpainted image's caption)\n\n"
+        + markdown_table(summary, ["method", "captions", "BLEU", "ROUGE-1", "ROUGE-L", "BERTScore"])
+        + notes_markdown(coverage_notes(knowledge_tsv, samples_tsv, empty)),
+    )

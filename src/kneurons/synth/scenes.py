@@ -7,16 +7,14 @@ as JPEG files plus a COCO instances JSON that ``pycocotools.coco.COCO`` loads. T
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import cv2
 import numpy as np
 
-from kneurons.io import atomic_path
+from kneurons.io import atomic_path, write_json
 
 
 @dataclass(frozen=True)
@@ -352,5 +350,4 @@ def write_split(
         "annotations": annotations,
         "categories": [{"id": c.id, "name": c.name, "supercategory": c.supercategory} for c in CATEGORIES],
     }
-    with atomic_path(out_json) as tmp:
-        Path(tmp).write_text(json.dumps(coco, indent=1))
+    write_json(out_json, coco)
