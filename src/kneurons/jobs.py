@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import traceback
 from types import TracebackType
@@ -41,6 +42,7 @@ def start_job(job: Any) -> logging.Logger:
     sys.stderr = stream
     logging.basicConfig(stream=stream, level=logging.INFO, format="%(asctime)s %(message)s", force=True)
     logger = logging.getLogger("kneurons")
+    logger.info("PYTHONHASHSEED=%s", os.environ.get("PYTHONHASHSEED", "random"))
     torch = sys.modules.get("torch")  # only jobs that compute with torch import it (importing it costs seconds)
     if torch is not None:
         torch.set_num_threads(max(1, int(job.threads)))
