@@ -5,18 +5,18 @@ import glob
 from kneurons.preflight import discard_dump_dirs, incomplete_dumps, missing_paths
 from kneurons.reporting import example_level
 from kneurons.samples import read_tsv
-from kneurons.neuronsets import BASELINES
+from kneurons.neuronsets import BASELINES, METHODS, SET_KINDS
 from kneurons.selection import read_knowledge
 
 TRAINED_MODEL = "results/model/captioner"
 SYNTH_SPLITS = {"train": 1, "val": 2}
-METHODS = ("ours", *BASELINES)
 
 
 wildcard_constraints:
     split="|".join(SYNTH_SPLITS),
     k="[A-Za-z0-9_-]+",
     method="|".join(METHODS),
+    kind="|".join(SET_KINDS),
     baseline="|".join(BASELINES),
 
 
@@ -88,15 +88,27 @@ def all_selected_tables(wildcards):
 
 
 def all_neuron_sets(wildcards):
+    """Every neuron set directory: each method's and each method's random control's, per target with samples."""
     return expand(
-        "results/neurons/{method}/{k}", method=METHODS, k=targets_with_samples()
+        "results/neurons/{kind}/{k}", kind=SET_KINDS, k=targets_with_samples()
     )
 
 
 def all_perturbations(wildcards):
-    return expand(
-        "results/perturb/{method}/{k}.jsonl", method=METHODS, k=targets_with_samples()
+    """Every perturbation file: the no-perturbation reference (when some target has samples) and one per set kind
+    and target."""
+    targets = targets_with_samples()
+    reference = ["results/perturb/reference.jsonl"] if targets else []
+    return reference + expand(
+        "results/perturb/{kind}/{k}.jsonl", kind=SET_KINDS, k=targets
     )
+
+
+def noise_scale_dumps(wildcards):
+    """The activation dumps the reference noise scale is computed on (calibrated noise only)."""
+    if config["noise"]["scale"] != "calibrated":
+        return []
+    return expand("results/activations/{k}", k=targets_with_samples())
 
 
 def all_dumps(wildcards):
@@ -121,6 +133,7 @@ def final_outputs():
         "results/tables/examples.md",
         "results/tables/decoded_neurons.md",
         "results/figures/layer_distribution.png",
+        "results/figures/dose_response.png",
     ]
     if MODEL == TRAINED_MODEL:
         outputs.append("results/model/eval.json")

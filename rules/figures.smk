@@ -12,12 +12,31 @@ rule layer_distribution:
             category="Figures",
         ),
         csv=report("results/tables/layer_distribution.csv", category="Neurons"),
+        md=report("results/tables/layer_distribution.md", category="Neurons"),
     log:
         "results/logs/layer_distribution.log",
     conda:
         "../envs/kneurons.yaml"
     script:
         "../workflow/scripts/layer_distribution.py"
+
+
+rule dose_response:
+    input:
+        "results/tables/table2.csv",
+    output:
+        png=report(
+            "results/figures/dose_response.png",
+            caption="../report/dose_response.rst",
+            category="Figures",
+        ),
+        md=report("results/tables/dose_response.md", category="Tables"),
+    log:
+        "results/logs/dose_response.log",
+    conda:
+        "../envs/kneurons.yaml"
+    script:
+        "../workflow/scripts/dose_response.py"
 
 
 rule heatmaps:
@@ -78,7 +97,7 @@ rule examples:
     conda:
         "../envs/kneurons.yaml"
     params:
-        methods=METHODS,
+        methods=SET_KINDS,
         level=example_level(
             config["noise"]["levels"], config["report"]["example_level"]
         ),

@@ -75,8 +75,24 @@ rule neurons_baseline:
         "results/logs/neurons/{baseline}/{k}.log",
     conda:
         "../envs/kneurons.yaml"
+    params:
+        exclude_last_layer=config["neurons"]["exclude_last_layer"],
     script:
         "../workflow/scripts/neurons_baseline.py"
+
+
+rule neurons_control:
+    input:
+        sets="results/neurons/{method}/{k}",
+        gradcam="results/gradcam/{k}",
+    output:
+        directory("results/neurons/{method}_control/{k}"),
+    log:
+        "results/logs/neurons/{method}_control/{k}.log",
+    conda:
+        "../envs/kneurons.yaml"
+    script:
+        "../workflow/scripts/neurons_control.py"
 
 
 rule neuron_summary:

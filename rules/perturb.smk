@@ -1,4 +1,44 @@
-# Noise-perturbed captioning of every image of D for each neuron set, and the paper's Table II.
+# The perturbed captions of every image of D for each neuron set (noise at levels in one reference scale, the same
+# for every method; zero-ablation), the no-perturbation reference, and Tables II and III.
+
+
+rule noise_scale:
+    input:
+        noise_scale_dumps,
+    output:
+        "results/perturb/noise_scale.json",
+    log:
+        "results/logs/noise_scale.log",
+    conda:
+        "../envs/kneurons.yaml"
+    params:
+        scale=config["noise"]["scale"],
+        levels=config["noise"]["levels"],
+    script:
+        "../workflow/scripts/noise_scale.py"
+
+
+rule reference_captions:
+    input:
+        **DATA,
+        model=MODEL,
+        selected="results/samples/selected.tsv",
+    output:
+        "results/perturb/reference.jsonl",
+    log:
+        "results/logs/reference_captions.log",
+    conda:
+        "../envs/kneurons.yaml"
+    threads: config["threads"]
+    resources:
+        gpu=GPUS,
+    params:
+        model=config["model"],
+        prompt=config["prompt"],
+        synonyms=config["synonyms"],
+        generation=config["generation"],
+    script:
+        "../workflow/scripts/reference_captions.py"
 
 
 rule perturb:
@@ -6,12 +46,12 @@ rule perturb:
         **DATA,
         model=MODEL,
         selected="results/samples/selected.tsv",
-        sets="results/neurons/{method}/{k}",
-        activations="results/activations/{k}",
+        sets="results/neurons/{kind}/{k}",
+        scale="results/perturb/noise_scale.json",
     output:
-        "results/perturb/{method}/{k}.jsonl",
+        "results/perturb/{kind}/{k}.jsonl",
     log:
-        "results/logs/perturb/{method}/{k}.log",
+        "results/logs/perturb/{kind}/{k}.log",
     conda:
         "../envs/kneurons.yaml"
     threads: config["threads"]
@@ -21,6 +61,7 @@ rule perturb:
         model=config["model"],
         prompt=config["prompt"],
         noise=config["noise"],
+        ablation=config["zero_ablation"],
         synonyms=config["synonyms"],
         generation=config["generation"],
     script:

@@ -48,10 +48,11 @@ def test_an_empty_set_is_recorded_by_perturb_and_not_captioned(tmp_path, tiny_sp
     sets.mkdir()
     empty = {"method": "ours", "knowledge": k, "image_id": record.id, "size": 0, "layer_counts": [0, 0], "neurons": []}
     (sets / f"{record.id}.json").write_text(json.dumps(empty))
-    out = tmp_path / "p.jsonl"
+    out, scale = tmp_path / "p.jsonl", tmp_path / "noise_scale.json"
+    scale.write_text(json.dumps({"reference_scale": 1.0}))
     perturb_stage(load_model(tiny_model_dir), str(tiny_split[0]), str(tiny_split[1]), str(tmp_path / "selected.tsv"),
-                  str(sets), str(tmp_path / "no-dumps-needed"), PROMPT, levels=[40], seeds=2, scale="absolute",
-                  synonyms={}, out_jsonl=str(out))  # fmt: skip
+                  str(sets), str(scale), PROMPT, levels=[40], seeds=2, ablation=True, synonyms={},
+                  out_jsonl=str(out))  # fmt: skip
     lines = [json.loads(ln) for ln in out.read_text().splitlines()]
     assert lines == [{"method": "ours", "knowledge": k, "set": record.id, "set_size": 0, "empty": True}]
 
@@ -74,21 +75,23 @@ def test_table2_reports_targets_without_samples_and_empty_sets(tmp_path):
     base = {"knowledge": "bear", "set": 2, "image_id": 2, "image_knowledge": "bear", "image_has_target": True}
     lines = [
         base | {"method": "ours", "level": 4, "seed": s, "mentions": s == 0, "mentions_target": s == 0} for s in (0, 1)
-    ] + [{"method": "random", "knowledge": "bear", "set": 2, "set_size": 0, "empty": True}]
+    ] + [{"method": "ours_control", "knowledge": "bear", "set": 2, "set_size": 0, "empty": True}]
     jsonl = tmp_path / "p.jsonl"
     jsonl.write_text("".join(json.dumps(x) + "\n" for x in lines))
     table2_stage([str(jsonl)], str(knowledge), str(samples), str(tmp_path / "t2.csv"), str(tmp_path / "t2.md"))
 
     rows = {(r["method"], r["knowledge"], r["level"]): r for r in read_tsv_rows(tmp_path / "t2.csv", delimiter=",")}
     assert float(rows[("ours", "bear", "4")]["S_se"]) == 0.5
-    for method in ("ours", "random"):
+    assert math.isnan(float(rows[("ours", "bear", "4")]["dS_se"]))  # no control line: no margin
+    for method in ("ours", "ours_control"):
         bus = rows[(method, "bus", "all")]
         assert bus["sets"] == "0" and math.isnan(float(bus["S_mean"]))
         assert bus["note"] == "no sample passed the constraints (k not in caption: 1)"
         assert rows[(method, "giraffe", "all")]["note"] == "no sample passed the constraints (no candidate image)"
-    random_bear = rows[("random", "bear", "all")]
-    assert random_bear["sets"] == "0" and random_bear["empty_sets"] == "1"
-    assert "random: 1 empty set(s)" in random_bear["note"]
-    assert rows[("ours", "all", "all")]["empty_sets"] == "0" and rows[("random", "all", "all")]["empty_sets"] == "1"
+    control_bear = rows[("ours_control", "bear", "all")]
+    assert control_bear["sets"] == "0" and control_bear["empty_sets"] == "1"
+    assert "ours_control: 1 empty set(s)" in control_bear["note"]
+    assert rows[("ours", "all", "all")]["empty_sets"] == "0"
+    assert rows[("ours_control", "all", "all")]["empty_sets"] == "1"
     md = (tmp_path / "t2.md").read_text()
     assert "Notes" in md and "- bus: no sample passed the constraints" in md

@@ -72,6 +72,7 @@ def test_table3_scores_pairs_against_the_inpainted_caption():
         return {
             "method": "ours",
             "knowledge": k,
+            "set": 1,
             "level": level,
             "image_knowledge": k,
             "caption": caption,

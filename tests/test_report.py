@@ -86,7 +86,7 @@ def test_examples_pick_the_sample_own_set_at_the_level_and_seed_0(tmp_path):
     ]
     jsonl = tmp_path / "p.jsonl"
     jsonl.write_text("".join(json.dumps(x) + "\n" for x in lines))
-    examples_stage([str(jsonl)], str(tmp_path / "selected.tsv"), ["ours", "pan", "random"], 80.0,
+    examples_stage([str(jsonl)], str(tmp_path / "selected.tsv"), ["ours", "pan", "ours_control"], 80.0,
                    str(tmp_path / "ex.csv"), str(tmp_path / "ex.md"))  # fmt: skip
     rows = read_tsv_rows(tmp_path / "ex.csv", delimiter=",")
     assert rows == [
@@ -97,7 +97,7 @@ def test_examples_pick_the_sample_own_set_at_the_level_and_seed_0(tmp_path):
             "inpainted": "grass",
             "ours": "grass",
             "pan": "a bear on grass",
-            "random": "",
+            "ours_control": "",
         }
     ]
     assert "noise level 80" in (tmp_path / "ex.md").read_text()

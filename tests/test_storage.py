@@ -46,7 +46,7 @@ def test_compact_and_full_dumps_give_identical_neuron_sets(tmp_path):
         sets[mode] = {"ours": [json.loads(p.read_text()) for p in sorted(ours.glob("*.json"))]}
         for method in ("schwettmann", "pan"):
             out = tmp_path / f"{method}_{mode}"
-            baseline_stage(method, str(ours), str(acts), str(cams), str(out))
+            baseline_stage(method, str(ours), str(acts), str(cams), False, str(out))
             sets[mode][method] = [json.loads(p.read_text()) for p in sorted(out.glob("*.json"))]
     assert sets["full"] == sets["compact"]
     assert all(s["size"] > 0 for s in sets["full"]["ours"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import signal
 import subprocess
@@ -17,6 +18,7 @@ import yaml
 
 from kneurons.coco import load_coco
 from kneurons.io import read_tsv_rows
+from kneurons.neuronsets import METHODS, SET_KINDS
 from tests.helpers import REPO, TEST_CONFIG, job_counts, snakemake
 
 
@@ -67,19 +69,24 @@ def test_every_selected_sample_has_dumps_and_nonempty_sets(run_dir, samples):
         ours = json.loads((run_dir / f"results/neurons/ours/{k}/{image_id}.json").read_text())
         assert ours["size"] > 0 and len(ours["neurons"]) == ours["size"] <= ours["candidates"]
         assert ours["thresholds"]["activation"] == "q0.95" and ours["excluded_layers"] == [1]
-        for baseline in ("schwettmann", "pan", "random"):
-            b = json.loads((run_dir / f"results/neurons/{baseline}/{k}/{image_id}.json").read_text())
-            assert b["size"] == ours["size"]
+        for kind in SET_KINDS[1:]:
+            b = json.loads((run_dir / f"results/neurons/{kind}/{k}/{image_id}.json").read_text())
+            assert b["size"] == ours["size"] and b["layer_counts"][-1] == 0  # exclude_last_layer for every set
+        for method in METHODS:
+            s = json.loads((run_dir / f"results/neurons/{method}/{k}/{image_id}.json").read_text())
+            c = json.loads((run_dir / f"results/neurons/{method}_control/{k}/{image_id}.json").read_text())
+            assert c["layer_counts"] == s["layer_counts"]
     summary = read_tsv_rows(run_dir / "results/neurons/summary.tsv")
-    assert len(summary) == 4 * len(chosen)
+    assert len(summary) == len(SET_KINDS) * len(chosen)
 
 
 def test_table2_covers_every_method_knowledge_and_level(run_dir, samples):
     rows = read_tsv_rows(run_dir / "results/tables/table2.csv", delimiter=",")
-    levels = {str(v) for v in yaml.safe_load(TEST_CONFIG.read_text())["noise"]["levels"]}
+    levels = {str(float(v)) for v in yaml.safe_load(TEST_CONFIG.read_text())["noise"]["levels"]} | {"ablation"}
     with_samples = {r["knowledge"] for r in samples if r["status"] == "selected"}
     keys = {(r["method"], r["knowledge"], r["level"]) for r in rows}
-    for method in ("ours", "schwettmann", "pan", "random"):
+    assert ("none", "all", "none") in keys  # the no-perturbation reference
+    for method in SET_KINDS:
         assert (method, "all", "all") in keys
         for k in with_samples:
             for level in levels:
@@ -88,12 +95,18 @@ def test_table2_covers_every_method_knowledge_and_level(run_dir, samples):
         for m in ("S_se", "S_re", "S_mean", "S_hal"):
             assert 0.0 <= float(r[m]) <= 1.0
             assert float(r[f"{m}_lo"]) <= float(r[m]) + 1e-9 <= float(r[f"{m}_hi"]) + 2e-9
-    assert "| method | level | sets | S_se |" in (run_dir / "results/tables/table2.md").read_text()
+        has_control = r["method"] in METHODS
+        assert all(math.isnan(float(r[f"dS_{m}"])) != has_control for m in ("se", "re", "mean")), r
+    md = (run_dir / "results/tables/table2.md").read_text()
+    assert "| level | method | sets | S_se | S_re | S_mean | S_hal | dS_se | dS_re | dS_mean |" in md
+    assert "| none | none |" in md and "| ablation | ours |" in md
+    scale = json.loads((run_dir / "results/perturb/noise_scale.json").read_text())
+    assert scale["scale"] == "calibrated" and 0 < scale["reference_scale"] < 10
 
 
 def test_table3_scores_every_method(run_dir):
     rows = read_tsv_rows(run_dir / "results/tables/table3.csv", delimiter=",")
-    assert {r["method"] for r in rows if r["knowledge"] == "all"} == {"ours", "schwettmann", "pan", "random"}
+    assert {r["method"] for r in rows if r["knowledge"] == "all"} == {*SET_KINDS, "none"}
     for r in rows:
         assert int(r["captions"]) > 0
         for m in ("BLEU", "ROUGE-1", "ROUGE-L", "BERTScore"):
@@ -113,7 +126,8 @@ def test_report_builds(run_dir):
     proc = snakemake(run_dir, "--report", "results/report.html")
     assert proc.returncode == 0, proc.stderr[-2000:]
     html = (run_dir / "results/report.html").read_text(errors="replace")
-    for name in ("table2.csv", "table3.csv", "examples.md", "decoded_neurons.md", "layer_distribution.png"):
+    for name in ("table2.csv", "table3.csv", "examples.md", "decoded_neurons.md", "layer_distribution.png",
+                 "dose_response.png", "layer_distribution.md"):  # fmt: skip
         assert name in html, name
     assert "heatmaps" in html
 
@@ -124,7 +138,7 @@ def test_figures_and_example_tables(run_dir, samples):
         assert (run_dir / f"results/figures/heatmaps/{k.replace(' ', '_')}.png").read_bytes()[:4] == b"\x89PNG"
     dist = read_tsv_rows(run_dir / "results/tables/layer_distribution.csv", delimiter=",")
     summary = read_tsv_rows(run_dir / "results/neurons/summary.tsv")
-    for method in ("ours", "schwettmann", "pan", "random"):
+    for method in SET_KINDS:
         counted = sum(int(r["neurons"]) for r in dist if r["method"] == method)
         assert counted == sum(int(r["size"]) for r in summary if r["method"] == method)
     decoded = read_tsv_rows(run_dir / "results/tables/decoded_neurons.csv", delimiter=",")
@@ -132,7 +146,10 @@ def test_figures_and_example_tables(run_dir, samples):
     assert all(len(r["tokens"].split()) >= 5 for r in decoded)
     examples = read_tsv_rows(run_dir / "results/tables/examples.csv", delimiter=",")
     assert [r["knowledge"] for r in examples] == with_samples
-    assert all(r[m] for r in examples for m in ("original", "ours", "schwettmann", "pan", "random"))
+    assert all(r[m] for r in examples for m in ("original", *SET_KINDS))
+    statement = (run_dir / "results/tables/dose_response.md").read_text()
+    assert "by perturbation: " in statement and all(f"{m} " in statement.split("by perturbation: ")[1] for m in METHODS)
+    assert (run_dir / "results/figures/dose_response.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_threshold_change_reruns_only_that_target(run_dir, samples, tmp_path):
@@ -145,15 +162,17 @@ def test_threshold_change_reruns_only_that_target(run_dir, samples, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert job_counts(proc.stdout + proc.stderr) == {
         "neurons_ours": 1,
-        "neurons_baseline": 3,
+        "neurons_baseline": 2,
+        "neurons_control": 3,
         "neuron_summary": 1,
         "layer_distribution": 1,
         "decoded_neurons": 1,
         "heatmaps": 1,
-        "perturb": 4,
+        "perturb": 6,
         "examples": 1,
         "table2": 1,
         "table3": 1,
+        "dose_response": 1,
         "all": 1,
     }
     assert f"k={name.replace(' ', '_')}" in proc.stdout + proc.stderr
@@ -165,6 +184,8 @@ REPRODUCED = (
     "results/neurons/summary.tsv",
     "results/neurons/ours/*/*.json",
     "results/neurons/pan/*/*.json",
+    "results/neurons/pan_control/*/*.json",
+    "results/perturb/*.json*",
     "results/tables/*.csv",
     "results/tables/*.md",
     "results/perturb/*/*.jsonl",

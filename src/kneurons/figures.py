@@ -1,9 +1,11 @@
-"""The paper's figures with matplotlib: layer distribution of each method's neurons (Fig. 2) and activation
-heatmaps of a set's top neurons over the image on the model's grid (Fig. 3). PNG files, written atomically."""
+"""The report's figures with matplotlib: layer distribution of each method's neurons (Fig. 2), activation heatmaps
+of a set's top neurons over the image (Fig. 3) and the dose–response of every method against its control. PNG
+files, written atomically."""
 
 from __future__ import annotations
 
 import os
+import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -11,6 +13,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import cv2
 import matplotlib.pyplot as plt
 import numpy as np
 
@@ -61,22 +64,102 @@ class HeatmapPanel:
     grid: tuple[int, int]
 
 
+def mean_map(traces: Sequence[np.ndarray], grid: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
+    """The paper's heatmap: the mean of the neurons' traces (each (P,), P = rows × cols of ``grid``) on the grid,
+    upsampled bilinearly to ``size`` = (H, W): (H, W) float32."""
+    grid_map = np.mean(np.stack(traces), axis=0).reshape(grid).astype(np.float32)
+    return cv2.resize(grid_map, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+
+
 def plot_heatmaps(panels: Sequence[HeatmapPanel], top: int, title: str, out: str | os.PathLike) -> None:
-    """Fig. 3: one row per sample, the image and then each top neuron's activation laid over it on the grid.
+    """Fig. 3: one row per sample: the image, the mean activation of its top neurons upsampled bilinearly over it
+    (the paper's map), then each top neuron's own activation on the token grid.
 
     Each heatmap has its own colour scale (its own min and max); an empty set gives a row with the image alone.
     """
     rows = max(1, len(panels))
-    fig, axes = plt.subplots(rows, top + 1, figsize=(2.0 * (top + 1), 2.1 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, top + 2, figsize=(2.0 * (top + 2), 2.1 * rows), squeeze=False)
     for ax in axes.flat:
         ax.set_axis_off()
     for row, panel in zip(axes, panels, strict=False):
         h, w = panel.image.shape[:2]
         row[0].imshow(panel.image)
         row[0].set_title(panel.title, fontsize=8)
-        for ax, (layer, unit), trace in zip(row[1:], panel.neurons, panel.traces, strict=False):
+        if not panel.traces:
+            continue
+        row[1].imshow(panel.image)
+        row[1].imshow(mean_map(panel.traces, panel.grid, (h, w)), cmap="jet", alpha=0.5)
+        row[1].set_title(f"mean of top {len(panel.traces)}", fontsize=8)
+        for ax, (layer, unit), trace in zip(row[2:], panel.neurons, panel.traces, strict=False):
             ax.imshow(panel.image)
             ax.imshow(trace.reshape(panel.grid), cmap="jet", alpha=0.5, extent=(0, w, h, 0), interpolation="nearest")
             ax.set_title(f"L{layer} #{unit}", fontsize=8)
     fig.suptitle(title, fontsize=10)
+    _save(fig, out)
+
+
+@dataclass(frozen=True)
+class DosePoint:
+    """One point of a dose–response curve: S_re and S_se, each with its 95 % interval (lo, hi)."""
+
+    level: float | str
+    s_re: tuple[float, float, float]
+    s_se: tuple[float, float, float]
+
+
+def plot_dose_response(
+    curves: Mapping[str, Sequence[DosePoint]],
+    controls: Mapping[str, Sequence[DosePoint]],
+    reference: DosePoint | None,
+    caption: str,
+    out: str | os.PathLike,
+) -> None:
+    """The dose–response figure: S_re (x) against S_se (y) of each method through its noise levels (solid, the
+    zero-ablation point a square), its random control dashed in the same colour (ablation a hollow square), the
+    no-perturbation reference a black star; error bars are 95 % intervals. ``caption`` is printed under the axes."""
+    fig, ax = plt.subplots(figsize=(7.0, 5.6))
+    for i, method in enumerate(curves):
+        color = f"C{i}"
+        control = controls.get(method, ())
+        for points, style, label in ((curves[method], "-", method), (control, "--", f"{method} control")):
+            noise = [p for p in points if p.level != "ablation"]
+            ablation = [p for p in points if p.level == "ablation"]
+            filled = style == "-"
+            for group, marker in ((noise, "o"), (ablation, "s")):
+                if not group:
+                    continue
+                x = np.array([p.s_re[0] for p in group])
+                y = np.array([p.s_se[0] for p in group])
+                xerr = np.abs(np.array([[p.s_re[1] for p in group], [p.s_re[2] for p in group]]) - x)
+                yerr = np.abs(np.array([[p.s_se[1] for p in group], [p.s_se[2] for p in group]]) - y)
+                ax.errorbar(
+                    x,
+                    y,
+                    xerr=xerr,
+                    yerr=yerr,
+                    fmt=marker + (style if marker == "o" else ""),
+                    color=color,
+                    mfc=color if filled else "white",
+                    capsize=2,
+                    lw=1.2,
+                    label=label if marker == "o" or not noise else "_nolegend_",
+                )
+            for p in noise:
+                ax.annotate(
+                    f"{p.level:g}", (p.s_re[0], p.s_se[0]), fontsize=7, xytext=(3, 3), textcoords="offset points"
+                )
+    if reference is not None:
+        ax.plot(reference.s_re[0], reference.s_se[0], "k*", ms=12, label="no perturbation")
+    ax.set_xlabel("S_re: other images still name their own object")
+    ax.set_ylabel("S_se: k's images no longer name k")
+    ax.set_xlim(-0.03, 1.03)
+    ax.set_ylim(-0.03, 1.03)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left")
+    ax.set_title(
+        "Dose–response: each method (solid) and its random control (dashed, hollow)\n"
+        "circles: noise levels (labelled, in units of r); squares: zero-ablation",
+        fontsize=9,
+    )
+    fig.text(0.01, -0.02, "\n".join(textwrap.wrap(caption, 110)), fontsize=8, va="top")
     _save(fig, out)

@@ -1,4 +1,5 @@
-"""Greedy captioning of images in batches: one prompt, so every row has the same length and needs no padding."""
+"""Greedy captioning of images in batches: one prompt, so every row has the same length and needs no padding; rows
+leave the batch as their caption ends."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import TypeVar
 import numpy as np
 import torch
 
+from kneurons.errors import ModelError
 from kneurons.models import LoadedModel
 
 # Given the batch's input_ids (B, T), return a context manager active during that batch's generate call.
@@ -56,17 +58,63 @@ def prompt_inputs(loaded: LoadedModel, images: Sequence[np.ndarray], prompt: str
     }
 
 
+def _stop_ids(loaded: LoadedModel) -> torch.Tensor:
+    """The token ids that end a caption: the generation config's eos_token_id (an id or a list), else the
+    tokenizer's."""
+    eos = loaded.model.generation_config.eos_token_id
+    if eos is None:
+        eos = loaded.processor.tokenizer.eos_token_id
+    if eos is None:
+        raise ModelError(f"{loaded.path}: no eos_token_id in the generation config or the tokenizer")
+    return torch.as_tensor(eos if isinstance(eos, list) else [eos], device=loaded.device)
+
+
 @torch.inference_mode()
 def generate_batch(
     loaded: LoadedModel, inputs: dict[str, torch.Tensor], max_new_tokens: int = 32, context: BatchContext | None = None
 ) -> list[str]:
     """Greedy continuations of one batch of processor ``inputs`` (every tensor (B, ...)), decoded without special
-    tokens and stripped."""
-    ctx = context(inputs["input_ids"]) if context else nullcontext()
-    with ctx:
-        out = loaded.model.generate(**inputs, do_sample=False, num_beams=1, max_new_tokens=max_new_tokens)
-    new = out[:, inputs["input_ids"].shape[1] :]
-    return [c.strip() for c in loaded.processor.batch_decode(new, skip_special_tokens=True)]
+    tokens and stripped.
+
+    ``context`` is active during the prompt pass only (decode steps run untouched). A row that emits an end token
+    leaves the batch (its rows of the KV cache are dropped), so a finished caption costs nothing more while the
+    others go on; rows may be left-padded (positions follow the attention mask).
+    """
+    model = loaded.model
+    ids = inputs["input_ids"]
+    attention = inputs.get("attention_mask", torch.ones_like(ids))
+    positions = (attention.long().cumsum(-1) - 1).clamp(min=0)
+    with context(ids) if context else nullcontext():
+        out = model(**inputs, position_ids=positions, use_cache=True, logits_to_keep=1)
+    cache, stop = out.cache, _stop_ids(loaded)
+    alive = torch.arange(ids.shape[0], device=ids.device)
+    position = positions[:, -1]
+    tokens = torch.zeros((ids.shape[0], max_new_tokens), dtype=torch.long, device=ids.device)
+    lengths = [max_new_tokens] * ids.shape[0]  # new tokens before the end token
+    step_token = out.logits[:, -1].argmax(-1)
+    for step in range(max_new_tokens):
+        tokens[alive, step] = step_token
+        going = ~torch.isin(step_token, stop)
+        for row in alive[~going].tolist():
+            lengths[row] = step
+        if step == max_new_tokens - 1 or not bool(going.any()):
+            break
+        if not bool(going.all()):  # drop the finished rows from the batch and the cache
+            keep = going.nonzero().squeeze(1)
+            alive, step_token, attention, position = alive[keep], step_token[keep], attention[keep], position[keep]
+            cache.batch_select_indices(keep)
+        attention = torch.cat([attention, attention.new_ones(len(alive), 1)], dim=1)
+        position = position + 1
+        out = model(
+            input_ids=step_token[:, None],
+            attention_mask=attention,
+            position_ids=position[:, None],
+            cache=cache,
+            use_cache=True,
+        )
+        step_token = out.logits[:, -1].argmax(-1)
+    kept = [row[:n] for row, n in zip(tokens.tolist(), lengths, strict=True)]
+    return [c.strip() for c in loaded.processor.batch_decode(kept, skip_special_tokens=True)]
 
 
 def generate_captions(

@@ -11,6 +11,7 @@ import numpy as np
 
 from kneurons.h5io import read_dump
 from kneurons.io import atomic_path, per_image_files, write_json, write_tsv_rows
+from kneurons.metrics import CONTROL
 from kneurons.neurons import (
     NeuronSet,
     candidates,
@@ -22,7 +23,15 @@ from kneurons.neurons import (
     top_neurons,
 )
 
-BASELINES = ("schwettmann", "pan", "random")
+BASELINES = ("schwettmann", "pan")
+METHODS = ("ours", *BASELINES)
+SET_KINDS = (*METHODS, *(m + CONTROL for m in METHODS))
+
+
+def excluded_layers(n_layers: int, exclude_last_layer: bool) -> tuple[int, ...]:
+    """The layers no method may choose from: the last one when ``exclude_last_layer`` (its outputs at the image
+    positions reach no generated token)."""
+    return (n_layers - 1,) if exclude_last_layer else ()
 
 
 def ours_stage(
@@ -41,7 +50,7 @@ def ours_stage(
             vmax = acts["v_max"]  # (L, d_ff) = max_p V
             gmax = read_dump(Path(gradcam_dir) / path.name, ["g_max"])[0]["g_max"]  # (L, d_ff) = max_p g
             n_layers = vmax.shape[0]
-            exclude = (n_layers - 1,) if exclude_last_layer else ()
+            exclude = excluded_layers(n_layers, exclude_last_layer)
             eligible = np.ones(n_layers, bool)
             eligible[list(exclude)] = False
             t_a = resolve_threshold(thresholds["activation"], vmax[eligible])
@@ -75,9 +84,11 @@ def ours_stage(
             )
 
 
-def baseline_stage(method: str, ours_dir: str, activations_dir: str, gradcam_dir: str, out_dir: str) -> None:
-    """Rule neurons_baseline: Schwettmann's or Pan's top-|N_k| neurons for each sample, or the random control:
-    N_k's per-layer counts drawn uniformly (seeded by knowledge and image id)."""
+def baseline_stage(
+    method: str, ours_dir: str, activations_dir: str, gradcam_dir: str, exclude_last_layer: bool, out_dir: str
+) -> None:
+    """Rule neurons_baseline: Schwettmann's or Pan's top-|N_k| neurons for each sample (never from the last layer
+    when ``exclude_last_layer``, like ours)."""
     if method not in BASELINES:
         raise ValueError(f"baseline method must be one of {BASELINES}, got {method!r}")
     with atomic_path(out_dir) as tmp:
@@ -85,29 +96,56 @@ def baseline_stage(method: str, ours_dir: str, activations_dir: str, gradcam_dir
         for path in per_image_files(ours_dir, ".json"):
             ours = json.loads(path.read_text())
             cam, _ = read_dump(Path(gradcam_dir) / f"{path.stem}.h5", ["g_mean", "unit_logit"])
+            exclude = excluded_layers(cam["g_mean"].shape[0], exclude_last_layer)
             # per-neuron means (L, d_ff) as one-position arrays: the scores' mean over positions gives them back
             if method == "schwettmann":
                 scores, desc = schwettmann_scores(cam["g_mean"][:, None, :]), "mean_p GradCAM"
-                mask = top_neurons(scores, ours["size"])
-            elif method == "pan":
+            else:
                 o_mean = read_dump(Path(activations_dir) / f"{path.stem}.h5", ["o_mean"])[0]["o_mean"]
                 scores, desc = pan_scores(o_mean[:, None, :], cam["unit_logit"]), "mean_p O' * D[:, c]"
-                mask = top_neurons(scores, ours["size"])
-            else:
-                seed = zlib.crc32(f"{ours['knowledge']}/{ours['image_id']}".encode())
-                mask = random_neurons(ours["layer_counts"], cam["g_mean"].shape[-1], seed)
-                scores, desc = np.zeros(mask.shape, np.float32), "none (random control, N_k's layer counts)"
-            chosen = NeuronSet.from_mask(mask, scores)
+            chosen = NeuronSet.from_mask(top_neurons(scores, ours["size"], exclude), scores)
             write_json(
                 tmp / path.name,
                 {
                     "method": method,
                     "knowledge": ours["knowledge"],
                     "image_id": ours["image_id"],
+                    "excluded_layers": list(exclude),
                     "size": len(chosen),
                     "size_from": "ours",
                     "layer_counts": chosen.layer_counts(len(ours["layer_counts"])),
                     "score": desc,
+                    "neurons": chosen.neurons,
+                },
+            )
+
+
+def control_stage(method: str, method_dir: str, gradcam_dir: str, out_dir: str) -> None:
+    """Rule neurons_control: the random control of ``method`` for each sample: as many units in each layer as the
+    method's set has there, drawn uniformly (seeded by method, knowledge and image id), so control and set differ
+    only in which units were chosen."""
+    if method not in METHODS:
+        raise ValueError(f"a control shadows one of {METHODS}, got {method!r}")
+    with atomic_path(out_dir) as tmp:
+        tmp.mkdir()
+        for path in per_image_files(method_dir, ".json"):
+            shadowed = json.loads(path.read_text())
+            d_ff = read_dump(Path(gradcam_dir) / f"{path.stem}.h5", ["g_mean"])[0]["g_mean"].shape[-1]
+            seed = zlib.crc32(f"{method}/{shadowed['knowledge']}/{shadowed['image_id']}".encode())
+            mask = random_neurons(shadowed["layer_counts"], d_ff, seed)
+            chosen = NeuronSet.from_mask(mask, np.zeros(mask.shape, np.float32))
+            write_json(
+                tmp / path.name,
+                {
+                    "method": method + CONTROL,
+                    "control_of": method,
+                    "knowledge": shadowed["knowledge"],
+                    "image_id": shadowed["image_id"],
+                    "seed": seed,
+                    "size": len(chosen),
+                    "size_from": method,
+                    "layer_counts": chosen.layer_counts(len(shadowed["layer_counts"])),
+                    "score": f"none (random control: {method}'s per-layer counts)",
                     "neurons": chosen.neurons,
                 },
             )

@@ -1,14 +1,16 @@
-"""Noise on a neuron set at the image positions (DESIGN.md §2), batched over (level, seed, image) rows.
+"""Perturbations of a neuron set at the image positions (DESIGN.md §2), batched over (perturbation, image) rows.
 
-For level n and seed s, v = n · z with z ~ N(0, I_P) from a generator seeded by s: the same v for every image
-and every neuron set at that (n, s). During the prompt pass, v[p] (times the unit's scale in relative mode) is
-added to O[l, p, i] for every (l, i) of the set and every image position p; decode steps run untouched.
+Noise: for level n and seed s, v = n · r · z with z ~ N(0, I_P) from a generator seeded by s and r the run's
+reference scale (1 for absolute levels): the same v for every image and every neuron set at that (n, s), so every
+method gets the same dose. During the prompt pass, v[p] is added to O[l, p, i] for every (l, i) of the set and
+every image position p. Zero-ablation sets those O[l, p, i] to 0. Decode steps run untouched.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -16,6 +18,29 @@ import torch
 from kneurons.generation import adaptive_batches, generate_batch, prompt_inputs
 from kneurons.hooks import edit_image_activations
 from kneurons.models import LoadedModel
+
+NOISE, ABLATION = "noise", "ablation"
+
+
+@dataclass(frozen=True)
+class Perturbation:
+    """One way to perturb a set: ``kind`` "noise" at ``level`` (a multiple of the reference scale) with ``seed``,
+    or "ablation" (O = 0 at the image positions; level and seed unused)."""
+
+    kind: str
+    level: float = 0.0
+    seed: int = 0
+
+    @property
+    def label(self) -> float | str:
+        """The perturbation's name in the tables: the noise level, or "ablation"."""
+        return self.level if self.kind == NOISE else self.kind
+
+
+def perturbations(levels: Sequence[float], seeds: int, ablation: bool) -> list[Perturbation]:
+    """Noise at every (level, seed), then zero-ablation if ``ablation``."""
+    noise = [Perturbation(NOISE, float(level), seed) for level in levels for seed in range(seeds)]
+    return noise + ([Perturbation(ABLATION)] if ablation else [])
 
 
 def noise_vector(level: float, seed: int, n_positions: int) -> np.ndarray:
@@ -32,31 +57,23 @@ def layer_units(neurons: Sequence[Sequence], n_layers: int) -> list[np.ndarray]:
 
 
 @contextmanager
-def add_noise(
-    loaded: LoadedModel,
-    input_ids: torch.Tensor,
-    units: Sequence[np.ndarray],
-    noise: torch.Tensor,
-    scales: Sequence[np.ndarray] | None = None,
+def perturb_units(
+    loaded: LoadedModel, input_ids: torch.Tensor, units: Sequence[np.ndarray], keep: torch.Tensor, noise: torch.Tensor
 ) -> Iterator[None]:
-    """Within the block, add ``noise`` (B, P) to the set's units at the image positions of each row.
-
-    ``units[l]`` are layer l's perturbed units; ``scales[l]`` (same length) multiplies the noise per unit
-    (relative mode), or 1 when None. Rows of one batch may carry different noise vectors.
-    """
+    """Within the block, set O[l, p, i] ← keep[b] · O[l, p, i] + noise[b, p] for the set's units ``units[l]`` at
+    the image positions p of each row b: ``keep`` (B,) is 1 for noise rows and 0 for ablated rows, ``noise``
+    (B, P) is 0 for ablated rows. Rows of one batch may carry different perturbations."""
     device, dtype = loaded.device, loaded.model.dtype
     idx = [torch.as_tensor(u, device=device) for u in units]
-    if scales is None:
-        scales = [np.ones(len(u), np.float32) for u in units]
-    scale = [torch.as_tensor(s, device=device, dtype=dtype) for s in scales]
-    mask = loaded.image_positions(input_ids)
-    noise = noise.to(device=device, dtype=dtype)
+    keep = keep.to(device=device, dtype=dtype)[:, None, None]
+    noise = noise.to(device=device, dtype=dtype)[:, :, None]
 
     def edit(layer: int, out: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> None:
         if len(idx[layer]):  # (B, P, n) elements: the set's units at the image positions only
-            out[rows[..., None], cols[..., None], idx[layer]] += noise[:, :, None] * scale[layer][None, None, :]
+            at = (rows[..., None], cols[..., None], idx[layer])
+            out[at] = out[at] * keep + noise
 
-    with edit_image_activations(loaded.act_fns, mask, edit):
+    with edit_image_activations(loaded.act_fns, loaded.image_positions(input_ids), edit):
         yield
 
 
@@ -65,13 +82,14 @@ def perturbed_captions(
     images: Sequence[np.ndarray],
     prompt: str,
     units: Sequence[np.ndarray],
-    rows: Sequence[tuple[float, int, int]],
-    scales: Sequence[np.ndarray] | None = None,
+    rows: Sequence[tuple[Perturbation, int]],
+    reference_scale: float = 1.0,
     max_new_tokens: int = 32,
     batch_size: int | str = 64,
 ) -> list[str]:
-    """Greedy captions under noise for each row (level, seed, image index), ``batch_size`` rows per generate
-    (halved on CUDA out-of-memory; "auto" starts large).
+    """Greedy captions of each row (perturbation, image index) with the set ``units`` perturbed, ``batch_size``
+    rows per batch (halved on CUDA out-of-memory; "auto" starts large). Noise levels are in units of
+    ``reference_scale``.
 
     The images are processed once; each batch indexes their processor outputs.
     """
@@ -80,13 +98,17 @@ def perturbed_captions(
 
     def run(sl: slice) -> list[str]:
         batch = rows[sl]
-        noise = torch.from_numpy(np.stack([noise_vector(level, seed, p) for level, seed, _ in batch]))
-        which = torch.tensor([i for _, _, i in batch], device=loaded.device)
+        noise = np.zeros((len(batch), p), np.float32)
+        for b, (pert, _) in enumerate(batch):
+            if pert.kind == NOISE:
+                noise[b] = noise_vector(pert.level * reference_scale, pert.seed, p)
+        keep = torch.tensor([float(pert.kind == NOISE) for pert, _ in batch])
+        which = torch.tensor([i for _, i in batch], device=loaded.device)
         return generate_batch(
             loaded,
             {name: t[which] for name, t in inputs.items()},
             max_new_tokens,
-            context=lambda ids: add_noise(loaded, ids, units, noise, scales),
+            context=lambda ids: perturb_units(loaded, ids, units, keep, torch.from_numpy(noise)),
         )
 
     return adaptive_batches(len(rows), batch_size, run)

@@ -1,9 +1,11 @@
-"""The report's rules that need no model: layer distribution (Fig. 2), activation heatmaps (Fig. 3) and example
-captions (Table I). Decoded neurons (Fig. 3/5) run the model: kneurons.stages."""
+"""The report's rules that need no model: layer distribution (Fig. 2), activation heatmaps (Fig. 3), the dose–response
+figure and example captions (Table I). Decoded neurons (Fig. 3/5) run the model: kneurons.stages."""
 
 from __future__ import annotations
 
 import json
+import math
+from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -11,17 +13,26 @@ import numpy as np
 
 from kneurons.coco import read_image
 from kneurons.dumpstats import TRACE_DATASETS, traces
-from kneurons.figures import HeatmapPanel, layer_shares, plot_heatmaps, plot_layer_distribution
+from kneurons.figures import (
+    DosePoint,
+    HeatmapPanel,
+    layer_shares,
+    plot_dose_response,
+    plot_heatmaps,
+    plot_layer_distribution,
+)
 from kneurons.h5io import read_dump
 from kneurons.io import read_tsv_rows, write_text, write_tsv_rows
-from kneurons.metrics import markdown_table
+from kneurons.metrics import ALL, CONTROL, NONE, level_name, level_order, markdown_table, table_order
 from kneurons.samples import Candidate, read_tsv
 from kneurons.selection import records_by_id, sample_images, selected
 from kneurons.tables import read_perturbations
 
 
-def layer_distribution_stage(summary_tsv: str, out_png: str, out_csv: str) -> None:
-    """Rule layer_distribution: each method's neurons per decoder layer, summed over all sets (CSV and Fig. 2)."""
+def layer_distribution_stage(summary_tsv: str, out_png: str, out_csv: str, out_md: str) -> None:
+    """Rule layer_distribution: each method's neurons per decoder layer, summed over all sets (CSV and Fig. 2), and
+    (Markdown) each method's share of neurons in the last layer, whose image-position outputs reach no generated
+    token."""
     counts: dict[str, np.ndarray] = {}
     for row in read_tsv_rows(summary_tsv):
         c = np.array(row["layer_counts"].split(), dtype=np.int64)
@@ -33,6 +44,20 @@ def layer_distribution_stage(summary_tsv: str, out_png: str, out_csv: str) -> No
         for layer in range(len(c))
     ]
     write_tsv_rows(out_csv, rows, ["method", "layer", "neurons", "share"], delimiter=",")
+    last = [
+        {"method": m, "neurons": int(c.sum()), "last_layer": len(c) - 1, "last_layer_share": float(shares[m][-1])}
+        for m, c in counts.items()
+    ]
+    write_text(
+        out_md,
+        "Layer distribution: each method's neurons over all sets, and the share in the last decoder layer (its "
+        "outputs at the image positions reach no generated token)\n\n"
+        + (
+            markdown_table(last, ["method", "neurons", "last_layer", "last_layer_share"])
+            if last
+            else "No neuron set.\n"
+        ),
+    )
     plot_layer_distribution(counts, out_png)
 
 
@@ -46,15 +71,17 @@ def heatmaps_stage(
     top: int,
     out_png: str,
 ) -> None:
-    """Rule heatmaps: for each sample of k, O'[l, :, i] of the top-``top`` neurons of N_k over the original image."""
+    """Rule heatmaps: for each sample of k, the top-``top`` neurons of N_k by activation difference (max_p V):
+    their mean O' upsampled over the original image (the paper's map) and each one's O'[l, :, i]."""
     records = records_by_id(annotations, images)
     panels = []
     for row in selected(read_tsv(selected_tsv)):
         nset = json.loads((Path(sets_dir) / f"{row.image_id}.json").read_text())
-        neurons = [(layer, unit) for layer, unit, _ in nset["neurons"][:top]]
         dump = Path(activations_dir) / f"{row.image_id}.h5"
         attrs = read_dump(dump, [])[1]
-        record = read_dump(dump, TRACE_DATASETS[str(attrs.get("mode", "full"))])[0]
+        record = read_dump(dump, ["v_max", *TRACE_DATASETS[str(attrs.get("mode", "full"))]])[0]
+        by_v = sorted(((layer, unit) for layer, unit, _ in nset["neurons"]), key=lambda n: -record["v_max"][n])
+        neurons = by_v[:top]
         found = [(n, t) for n, t in zip(neurons, traces(record, neurons), strict=True) if t is not None]
         panels.append(
             HeatmapPanel(
@@ -65,7 +92,73 @@ def heatmaps_stage(
                 grid=tuple(int(g) for g in attrs["grid"]),
             )
         )
-    plot_heatmaps(panels, top, f"{name}: activation O' of the top-{top} neurons of N_k", out_png)
+    plot_heatmaps(panels, top, f"{name}: activation O' of the top-{top} neurons of N_k by max_p V", out_png)
+
+
+def _point(row: dict, level: float | str) -> DosePoint:
+    return DosePoint(level, *(tuple(float(row[f"{m}{s}"]) for s in ("", "_lo", "_hi")) for m in ("S_re", "S_se")))
+
+
+def _level(text: str) -> float | str:
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def specificity_statement(rows: Sequence[dict]) -> str:
+    """Which method is more specific at each perturbation, from Table II's rows over all knowledge: the methods
+    ranked by dS_mean (margin over their own control), where one's 95 % interval lies above all the others', and
+    which methods suppress k beyond their control (dS_se interval above 0)."""
+    by_level: dict[float | str, list[tuple[str, dict[str, tuple[float, float, float]]]]] = defaultdict(list)
+    for r in rows:
+        has_margin = r["dS_mean"] != "" and not math.isnan(float(r["dS_mean"]))
+        if r["knowledge"] == ALL and r["level"] != ALL and has_margin:
+            margins = {m: tuple(float(r[f"{m}{s}"]) for s in ("", "_lo", "_hi")) for m in ("dS_se", "dS_mean")}
+            by_level[_level(r["level"])].append((r["method"], margins))
+    parts, ahead, beyond = [], [], []
+    for level in sorted(by_level, key=level_order):
+        ranked = sorted(by_level[level], key=lambda mv: -mv[1]["dS_mean"][0])
+        name = level_name(level)
+        parts.append(f"{name}: " + " > ".join(f"{m} {v['dS_mean'][0]:+.3f}" for m, v in ranked))
+        if len(ranked) > 1 and ranked[0][1]["dS_mean"][1] > max(v["dS_mean"][2] for _, v in ranked[1:]):
+            ahead.append(f"{ranked[0][0]} at {name}")
+        beyond += [f"{m} at {name}" for m, v in ranked if v["dS_se"][1] > 0]
+    return " ".join(
+        [
+            "More specific than every other method (dS_mean interval above all others'): "
+            + ("; ".join(ahead) if ahead else "none at any perturbation")
+            + ".",
+            "Suppressing k beyond its own control (dS_se interval above 0): "
+            + ("; ".join(beyond) if beyond else "none")
+            + ".",
+            "dS_mean (method minus its control) by perturbation: " + "; ".join(parts) + ".",
+        ]
+    )
+
+
+def dose_response_stage(table2_csv: str, out_png: str, out_md: str) -> None:
+    """Rule dose_response: S_re against S_se of every method and its control through the noise levels and under
+    zero-ablation (from Table II's rows over all knowledge), with the specificity statement as its caption (also
+    written to ``out_md`` for the report)."""
+    rows = read_tsv_rows(table2_csv, delimiter=",")
+    overall = [r for r in rows if r["knowledge"] == ALL and r["level"] != ALL and r["sets"] != "0"]
+    curves: dict[str, list[DosePoint]] = {}
+    controls: dict[str, list[DosePoint]] = {}
+    reference = None
+    for r in sorted(overall, key=lambda r: table_order(r | {"level": _level(r["level"])})):
+        level, method = _level(r["level"]), r["method"]
+        if method == NONE:
+            reference = _point(r, level)
+        elif method.endswith(CONTROL):
+            controls.setdefault(method.removesuffix(CONTROL), []).append(_point(r, level))
+        else:
+            curves.setdefault(method, []).append(_point(r, level))
+    statement = (
+        specificity_statement(rows) if curves else "No neuron set was perturbed: no sample passed the constraints."
+    )
+    plot_dose_response(curves, controls, reference, statement, out_png)
+    write_text(out_md, "Dose–response (S_re against S_se per method and its control)\n\n" + statement + "\n")
 
 
 def example_level(levels: Sequence[float], level: float | None) -> float:
@@ -85,7 +178,8 @@ def examples_stage(
     lines, empty = read_perturbations(perturb_jsonls)
     by_key = {}
     for ln in lines:
-        if float(ln["level"]) == level and ln["seed"] == 0 and ln["set"] == ln["image_id"]:
+        noise = isinstance(ln["level"], int | float)  # not the ablation or the reference
+        if noise and float(ln["level"]) == level and ln["seed"] == 0 and ln["set"] == ln["image_id"]:
             by_key[(ln["method"], ln["knowledge"], ln["image_id"])] = ln["caption"]
     first: dict[str, Candidate] = {}
     for r in sample_images(selected_tsv):

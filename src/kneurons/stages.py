@@ -13,11 +13,11 @@ from kneurons.coco import read_image
 from kneurons.dumps import gradcam, image_activations
 from kneurons.dumpstats import activation_record, gradcam_record
 from kneurons.generation import generate_captions
-from kneurons.h5io import read_dump, write_dump
+from kneurons.h5io import write_dump
 from kneurons.io import atomic_path, per_image_files, write_text, write_tsv_rows
 from kneurons.metrics import markdown_table
 from kneurons.models import LoadedModel
-from kneurons.perturb import layer_units, perturbed_captions
+from kneurons.perturb import layer_units, perturbations, perturbed_captions
 from kneurons.samples import Candidate, read_tsv, write_tsv
 from kneurons.selection import records_by_id, sample_images, selected
 from kneurons.vocab import decode_neurons
@@ -101,32 +101,81 @@ def gradcam_stage(
             write_dump(tmp / f"{row.image_id}.h5", gradcam_record(cam.gradcam, cam.unit_logit, mode), attrs)
 
 
+def _caption_line(
+    caption: str, sample: Candidate, knowledge: str, synonyms: dict[str, list[str]], **fields: object
+) -> dict:
+    """One line of a perturbation file: ``fields`` (method, set, perturbation, level, seed, ...) and the caption of
+    a sample's image with what it mentions: its own object, and k (the set's target)."""
+    return (
+        {"knowledge": knowledge}
+        | fields
+        | {
+            "image_id": sample.image_id,
+            "image_knowledge": sample.knowledge,
+            "caption": caption,
+            "mentions": mentions(caption, sample.knowledge, synonyms.get(sample.knowledge, ())),
+            "mentions_target": mentions(caption, knowledge, synonyms.get(knowledge, ())),
+            "image_has_target": sample.knowledge == knowledge or knowledge in sample.others.split(","),
+            "inpainted_caption": sample.inpainted_caption,
+        }
+    )
+
+
+def _sample_pixels(annotations: str, images: str, selected_tsv: str) -> tuple[list[Candidate], list, dict[int, int]]:
+    """D's samples, the pixels of its distinct images (in image-id order) and each image id's index among them."""
+    d = sample_images(selected_tsv)
+    records = records_by_id(annotations, images)
+    ids = sorted({r.image_id for r in d})
+    return d, [read_image(records[i].path) for i in ids], {image_id: j for j, image_id in enumerate(ids)}
+
+
+def reference_stage(
+    loaded: LoadedModel,
+    annotations: str,
+    images: str,
+    selected_tsv: str,
+    prompt: str,
+    synonyms: dict[str, list[str]],
+    out_jsonl: str,
+    **gen,
+) -> None:
+    """Rule reference_captions: the no-perturbation reference, D's clean captions once per run. One JSON line per
+    (knowledge target k of D, image of D), method "none", level "none": what Table II's S_se and S_re are without
+    any perturbation."""
+    d, pixels, column = _sample_pixels(annotations, images, selected_tsv)
+    captions = generate_captions(loaded, pixels, prompt, **gen)
+    with atomic_path(out_jsonl) as tmp, open(tmp, "w") as out:
+        for k in sorted({r.knowledge for r in d}):
+            for r in d:
+                fields = {"method": "none", "set": 0, "set_size": 0, "perturbation": "none", "level": "none"}
+                line = _caption_line(captions[column[r.image_id]], r, k, synonyms, **fields, seed=0)
+                out.write(json.dumps(line) + "\n")
+
+
 def perturb_stage(
     loaded: LoadedModel,
     annotations: str,
     images: str,
     selected_tsv: str,
     sets_dir: str,
-    activations_dir: str,
+    scale_json: str,
     prompt: str,
     levels: Sequence[float],
     seeds: int,
-    scale: str,
+    ablation: bool,
     synonyms: dict[str, list[str]],
     out_jsonl: str,
     **gen,
 ) -> None:
     """Rule perturb: for each neuron set of one (method, k), caption every image of D under noise at every
-    (level, seed). ``scale`` "absolute" adds level · z; "relative" multiplies it per unit by the std over the image
-    positions of that unit's O' on the set's own original image. One JSON line per (set, level, seed, image); an
-    empty set gets one line {"set_size": 0, "empty": true} and no captions.
+    (level, seed), levels in units of the reference scale in ``scale_json`` (rule noise_scale), and, if
+    ``ablation``, once with the set zero-ablated. One JSON line per (set, perturbation, image); an empty set gets
+    one line {"set_size": 0, "empty": true} and no captions.
     """
-    d = sample_images(selected_tsv)
-    records = records_by_id(annotations, images)
-    ids = sorted({r.image_id for r in d})
-    pixels = [read_image(records[i].path) for i in ids]
-    column = {image_id: j for j, image_id in enumerate(ids)}
-    rows = [(float(level), seed, j) for level in levels for seed in range(seeds) for j in range(len(ids))]
+    d, pixels, column = _sample_pixels(annotations, images, selected_tsv)
+    r = float(json.loads(Path(scale_json).read_text())["reference_scale"])
+    conditions = perturbations(levels, seeds, ablation)
+    rows = [(c, j) for c in conditions for j in range(len(pixels))]
     with atomic_path(out_jsonl) as tmp, open(tmp, "w") as out:
         for path in per_image_files(sets_dir, ".json"):
             nset = json.loads(path.read_text())
@@ -135,31 +184,20 @@ def perturb_stage(
                 out.write(json.dumps(empty | {"set_size": 0, "empty": True}) + "\n")
                 continue
             units = layer_units(nset["neurons"], len(nset["layer_counts"]))
-            scales = None
-            if scale == "relative":
-                spread = read_dump(Path(activations_dir) / f"{path.stem}.h5", ["o_std"])[0]["o_std"]  # (L, d_ff)
-                scales = [spread[layer, u] for layer, u in enumerate(units)]
-            captions = perturbed_captions(loaded, pixels, prompt, units, rows, scales, **gen)
+            captions = perturbed_captions(loaded, pixels, prompt, units, rows, r, **gen)
             by_row = dict(zip(rows, captions, strict=True))
-            k = nset["knowledge"]
-            for (level, seed), r in itertools.product(itertools.product(levels, range(seeds)), d):
-                caption = by_row[(float(level), seed, column[r.image_id])]
-                line = {
+            for c, sample in itertools.product(conditions, d):
+                fields = {
                     "method": nset["method"],
-                    "knowledge": k,
                     "set": nset["image_id"],
                     "set_size": nset["size"],
-                    "level": level,
-                    "seed": seed,
-                    "image_id": r.image_id,
-                    "image_knowledge": r.knowledge,
-                    "caption": caption,
-                    "mentions": mentions(caption, r.knowledge, synonyms.get(r.knowledge, ())),
-                    "mentions_target": mentions(caption, k, synonyms.get(k, ())),
-                    "image_has_target": r.knowledge == k or k in r.others.split(","),
-                    "inpainted_caption": r.inpainted_caption,
+                    "perturbation": c.kind,
+                    "level": c.label,
+                    "noise_sd": c.level * r,
+                    "seed": c.seed,
                 }
-                out.write(json.dumps(line) + "\n")
+                caption = by_row[(c, column[sample.image_id])]
+                out.write(json.dumps(_caption_line(caption, sample, nset["knowledge"], synonyms, **fields)) + "\n")
 
 
 DECODED_COLUMNS = ["method", "knowledge", "set", "rank", "layer", "unit", "score", "tokens"]

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from kneurons.io import write_text, write_tsv_rows
-from kneurons.metrics import SCORES, markdown_table, table2
+from kneurons.metrics import ALL, MARGINS, SCORES, level_name, markdown_table, table2, table_order
 from kneurons.samples import read_tsv, reason_counts
 from kneurons.selection import read_knowledge, selected
 
@@ -41,15 +41,42 @@ def notes_markdown(notes: dict[str, str]) -> str:
     return "\nNotes\n\n" + "".join(f"- {k}: {note}\n" for k, note in notes.items()) if notes else ""
 
 
-# Each score with the bounds of its 95 % interval.
-SCORE_COLUMNS = [f"{m}{suffix}" for m in SCORES for suffix in ("", "_lo", "_hi")]
-TABLE2_COLUMNS = ["method", "knowledge", "level", "sets", "empty_sets", *SCORE_COLUMNS, "note"]
+def with_intervals(metrics: Sequence[str]) -> list[str]:
+    """The columns of ``metrics``, each followed by the bounds of its 95 % interval."""
+    return [f"{m}{suffix}" for m in metrics for suffix in ("", "_lo", "_hi")]
+
+
+def interval_cell(row: dict, metric: str) -> str:
+    """``mean [lo, hi]`` with 3 decimals, or "–" where the row has no value (e.g. a control's margin)."""
+    if row[metric] != row[metric]:  # nan
+        return "–"
+    return f"{row[metric]:.3f} [{row[metric + '_lo']:.3f}, {row[metric + '_hi']:.3f}]"
+
+
+MARGIN_COLUMNS = [f"d{m}" for m in MARGINS]
+TABLE2_COLUMNS = [
+    "method",
+    "knowledge",
+    "level",
+    "sets",
+    "empty_sets",
+    *with_intervals(SCORES + tuple(MARGIN_COLUMNS)),
+    "note",
+]
+TABLE2_CAPTION = """Table II: suppression S_se, retention S_re, S_mean = (S_se + S_re) / 2 and hallucination S_hal
+over all knowledge targets (mean over targets of each target's mean over its neuron sets), with 95 % bootstrap intervals
+(sets resampled within targets). Level: noise level (the same noise for every method; noise_scale.json gives r),
+"all" the mean over the noise levels, "ablation" the set zero-ablated, "none" no perturbation (the reference).
+X_control is X's random control (X's per-layer counts, random units, perturbed the same way); dS_se, dS_re and
+dS_mean are X minus its control, paired by set: a set specific to its knowledge has dS_se > 0 and dS_re near 0.
+
+"""
 
 
 def table2_stage(
     perturb_jsonls: Sequence[str], knowledge_tsv: str, samples_tsv: str, out_csv: str, out_md: str
 ) -> None:
-    """Rule table2: Table II as CSV (every row) and Markdown (the per-method summary rows and per-level rows).
+    """Rule table2: Table II as CSV (every row) and Markdown (the rows over all knowledge, per level).
 
     Every method gets a row (sets 0, metrics nan, with a note) for a target with no sample or only empty sets.
     """
@@ -58,22 +85,28 @@ def table2_stage(
     rows = table2(lines)
     methods = sorted({r["method"] for r in rows} | {m for m, _ in empty})
     present = {(r["method"], r["knowledge"]) for r in rows}
-    nan = dict.fromkeys(SCORE_COLUMNS, float("nan"))
+    nan = dict.fromkeys(with_intervals(SCORES + tuple(MARGIN_COLUMNS)), float("nan"))
     rows += [
-        {"method": m, "knowledge": k, "level": "all", "sets": 0} | nan
+        {"method": m, "knowledge": k, "level": ALL, "sets": 0} | nan
         for m in methods
-        for k in [*notes, "all"]
+        for k in [*notes, ALL]
         if (m, k) not in present
     ]
+    rows.sort(key=table_order)
     for r in rows:
-        is_all = r["knowledge"] == "all"
+        is_all = r["knowledge"] == ALL
         r["empty_sets"] = sum(n for (m, k), n in empty.items() if m == r["method"] and (is_all or k == r["knowledge"]))
         r["note"] = "" if is_all else notes.get(r["knowledge"], "")
     write_tsv_rows(out_csv, rows, TABLE2_COLUMNS, delimiter=",")
-    summary = [r for r in rows if r["knowledge"] == "all"]
-    cols = ["method", "level", "sets", *SCORES]
-    ci = [{**r, **{m: f"{r[m]:.3f} [{r[m + '_lo']:.3f}, {r[m + '_hi']:.3f}]" for m in SCORES}} for r in summary]
+    shown = [
+        {"method": r["method"], "level": level_name(r["level"]), "sets": r["sets"]}
+        | {m: interval_cell(r, m) for m in (*SCORES, *MARGIN_COLUMNS)}
+        for r in rows
+        if r["knowledge"] == ALL
+    ]
     write_text(
         out_md,
-        "Table II (95 % bootstrap intervals over samples)\n\n" + markdown_table(ci, cols) + notes_markdown(notes),
+        TABLE2_CAPTION
+        + markdown_table(shown, ["level", "method", "sets", *SCORES, *MARGIN_COLUMNS])
+        + notes_markdown(notes),
     )

@@ -14,8 +14,8 @@ from rouge_score.rouge_scorer import RougeScorer
 
 from kneurons.errors import DataError
 from kneurons.io import write_text, write_tsv_rows
-from kneurons.metrics import ALL, PACKAGED_BERTSCORE_MODEL, markdown_table
-from kneurons.tables import coverage_notes, notes_markdown, read_perturbations
+from kneurons.metrics import ALL, PACKAGED_BERTSCORE_MODEL, aggregate, level_name, markdown_table
+from kneurons.tables import coverage_notes, interval_cell, notes_markdown, read_perturbations, with_intervals
 
 
 def bertscore_model_path(spec: str | os.PathLike) -> Path:
@@ -62,27 +62,34 @@ def pair_scores(
     return {name: values[order] for name, values in per_unique.items()}
 
 
+METRICS = ("BLEU", "ROUGE-1", "ROUGE-L", "BERTScore")
+
+
 def table3(lines: Iterable[dict], bert_model: Path, bert_layers: int) -> list[dict]:
-    """Table III rows per method × knowledge × level and per method overall: the mean of each metric over the
-    noisy captions of k's own images against their inpainted image's caption."""
+    """Table III rows (metrics.aggregate) of each metric of the captions of k's own images against their
+    inpainted image's caption: per set the mean over its captions (seeds and images), then the mean over sets and
+    targets with 95 % bootstrap intervals, and ``captions``, how many captions a row averages."""
     own = [ln for ln in lines if ln["image_knowledge"] == ln["knowledge"]]
     scores = pair_scores(
         [ln["caption"] for ln in own], [ln["inpainted_caption"] for ln in own], bert_model, bert_layers
     )
-    groups: dict[tuple, list[int]] = defaultdict(list)
+    members: dict[tuple, list[int]] = defaultdict(list)
     for i, ln in enumerate(own):
-        groups[(ln["method"], ln["knowledge"], ln["level"])].append(i)
-        groups[(ln["method"], ALL, ALL)].append(i)
-    rows = []
-    for (method, k, level), idx in sorted(groups.items(), key=lambda kv: tuple(map(str, kv[0]))):
-        rows.append(
-            {"method": method, "knowledge": k, "level": level, "captions": len(idx)}
-            | {name: float(values[idx].mean()) for name, values in scores.items()}
+        members[(ln["method"], ln["knowledge"], ln["set"], ln["level"])].append(i)
+    per_set = {key: {m: float(scores[m][idx].mean()) for m in METRICS} for key, idx in members.items()}
+    rows = aggregate(per_set, METRICS)
+    for row in rows:  # captions behind each row: every level's for level "all" (each set's noise levels)
+        row["captions"] = sum(
+            len(idx)
+            for (method, k, _, level), idx in members.items()
+            if method == row["method"]
+            and row["knowledge"] in (ALL, k)
+            and (row["level"] == level or (row["level"] == ALL and isinstance(level, int | float)))
         )
     return rows
 
 
-TABLE3_COLUMNS = ["method", "knowledge", "level", "captions", "BLEU", "ROUGE-1", "ROUGE-L", "BERTScore"]
+TABLE3_COLUMNS = ["method", "knowledge", "level", "sets", "captions", *with_intervals(METRICS)]
 
 
 def table3_stage(
@@ -94,15 +101,21 @@ def table3_stage(
     out_csv: str,
     out_md: str,
 ) -> None:
-    """Rule table3: BLEU, ROUGE-1, ROUGE-L and BERTScore F1 of the noisy captions of k's images against their
-    inpainted image's caption, as CSV (every row) and Markdown (per-method overall rows, then the notes)."""
+    """Rule table3: BLEU, ROUGE-1, ROUGE-L and BERTScore F1 of the perturbed (and the reference's clean) captions
+    of k's images against their inpainted image's caption, as CSV (every row) and Markdown (rows over all
+    knowledge, per level, then the notes)."""
     lines, empty = read_perturbations(perturb_jsonls)
-    rows = table3(lines, bertscore_model_path(bert_model), bert_layers)
+    rows = table3(lines, bertscore_model_path(bert_model), bert_layers) if lines else []
     write_tsv_rows(out_csv, rows, TABLE3_COLUMNS, delimiter=",")
-    summary = [r for r in rows if r["knowledge"] == "all"]
+    shown = [
+        r | {"level": level_name(r["level"])} | {m: interval_cell(r, m) for m in METRICS}
+        for r in rows
+        if r["knowledge"] == ALL
+    ]
     write_text(
         out_md,
-        "Table III (noisy captions of k's images against the inpainted image's caption)\n\n"
-        + markdown_table(summary, ["method", "captions", "BLEU", "ROUGE-1", "ROUGE-L", "BERTScore"])
+        "Table III: captions of k's images against their inpainted image's caption (mean over targets of each "
+        "target's mean over sets, 95 % bootstrap intervals; levels as in Table II)\n\n"
+        + markdown_table(shown, ["level", "method", "sets", "captions", *METRICS])
         + notes_markdown(coverage_notes(knowledge_tsv, samples_tsv, empty)),
     )

@@ -4,4 +4,4 @@ from kneurons.jobs import start_job
 from kneurons.reporting import layer_distribution_stage
 
 start_job(snakemake)
-layer_distribution_stage(snakemake.input[0], snakemake.output.png, snakemake.output.csv)
+layer_distribution_stage(snakemake.input[0], snakemake.output.png, snakemake.output.csv, snakemake.output.md)

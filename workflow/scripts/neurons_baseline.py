@@ -9,5 +9,6 @@ baseline_stage(
     snakemake.input.ours,
     snakemake.input.activations,
     snakemake.input.gradcam,
+    snakemake.params.exclude_last_layer,
     snakemake.output[0],
 )

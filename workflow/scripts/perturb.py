@@ -1,4 +1,4 @@
-"""Rule perturb: caption every image of D under noise on each neuron set of one (method, k)."""
+"""Rule perturb: caption every image of D with each neuron set of one (set kind, k) perturbed."""
 
 from kneurons.jobs import start_job
 from kneurons.models import load_job_model
@@ -12,11 +12,11 @@ perturb_stage(
     snakemake.input.images,
     snakemake.input.selected,
     snakemake.input.sets,
-    snakemake.input.activations,
+    snakemake.input.scale,
     snakemake.params.prompt,
     levels=noise["levels"],
     seeds=noise["seeds"],
-    scale=noise["scale"],
+    ablation=snakemake.params.ablation,
     synonyms=snakemake.params.synonyms,
     out_jsonl=snakemake.output[0],
     **snakemake.params.generation,

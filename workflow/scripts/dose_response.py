@@ -1,0 +1,7 @@
+"""Rule dose_response: S_re against S_se of every method and its random control, per perturbation."""
+
+from kneurons.jobs import start_job
+from kneurons.reporting import dose_response_stage
+
+start_job(snakemake)
+dose_response_stage(snakemake.input[0], snakemake.output.png, snakemake.output.md)
