@@ -8,7 +8,7 @@ every image position p. Zero-ablation sets those O[l, p, i] to 0. Decode steps r
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -77,6 +77,33 @@ def perturb_units(
         yield
 
 
+def perturbed_batch(
+    loaded: LoadedModel,
+    inputs: dict[str, torch.Tensor],
+    units: Sequence[np.ndarray],
+    rows: Sequence[tuple[Perturbation, int]],
+    reference_scale: float = 1.0,
+    max_new_tokens: int = 32,
+    generate: Callable[..., list[str]] = generate_batch,
+) -> list[str]:
+    """Greedy captions of one batch of rows (perturbation, image index) with the set ``units`` perturbed; ``inputs``
+    are the processor outputs of the images (each tensor (N, ...)), noise levels in units of ``reference_scale``.
+    ``generate`` runs the batch (kneurons.generation.generate_batch)."""
+    p = loaded.n_image_tokens
+    noise = np.zeros((len(rows), p), np.float32)
+    for b, (pert, _) in enumerate(rows):
+        if pert.kind == NOISE:
+            noise[b] = noise_vector(pert.level * reference_scale, pert.seed, p)
+    keep = torch.tensor([float(pert.kind == NOISE) for pert, _ in rows])
+    which = torch.tensor([i for _, i in rows], device=loaded.device)
+    return generate(
+        loaded,
+        {name: t[which] for name, t in inputs.items()},
+        max_new_tokens,
+        context=lambda ids: perturb_units(loaded, ids, units, keep, torch.from_numpy(noise)),
+    )
+
+
 def perturbed_captions(
     loaded: LoadedModel,
     images: Sequence[np.ndarray],
@@ -93,22 +120,9 @@ def perturbed_captions(
 
     The images are processed once; each batch indexes their processor outputs.
     """
-    p = loaded.n_image_tokens
     inputs = prompt_inputs(loaded, images, prompt)
-
-    def run(sl: slice) -> list[str]:
-        batch = rows[sl]
-        noise = np.zeros((len(batch), p), np.float32)
-        for b, (pert, _) in enumerate(batch):
-            if pert.kind == NOISE:
-                noise[b] = noise_vector(pert.level * reference_scale, pert.seed, p)
-        keep = torch.tensor([float(pert.kind == NOISE) for pert, _ in batch])
-        which = torch.tensor([i for _, i in batch], device=loaded.device)
-        return generate_batch(
-            loaded,
-            {name: t[which] for name, t in inputs.items()},
-            max_new_tokens,
-            context=lambda ids: perturb_units(loaded, ids, units, keep, torch.from_numpy(noise)),
-        )
-
-    return adaptive_batches(len(rows), batch_size, run)
+    return adaptive_batches(
+        len(rows),
+        batch_size,
+        lambda sl: perturbed_batch(loaded, inputs, units, rows[sl], reference_scale, max_new_tokens),
+    )
