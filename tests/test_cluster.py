@@ -10,7 +10,7 @@ from kneurons.samples import read_tsv, write_tsv
 from tests.helpers import REPO, kneurons_lines, snakemake
 
 PAPER = REPO / "config" / "coco2017-llava15.yaml"
-GPU_RULES = {"activations", "gradcam", "perturb", "decoded_neurons"}
+GPU_RULES = {"activations", "gradcam", "reference_captions", "perturb", "decoded_neurons"}
 TARGETS = ("bear", "pizza")
 
 
@@ -68,7 +68,7 @@ def test_slurm_dry_run_gives_model_rules_a_gpu(tmp_path, tiny_split, tiny_model_
     assert proc.returncode == 0, proc.stderr[-3000:]
     jobs = job_resources(proc.stdout + proc.stderr)
     assert set(jobs) >= GPU_RULES, sorted(jobs)
-    assert len(jobs["perturb"]) == 4 * len(TARGETS)
+    assert len(jobs["perturb"]) == 6 * len(TARGETS) and len(jobs["reference_captions"]) == 1
     for rule, resources in jobs.items():
         for res in resources:
             if rule in GPU_RULES:
