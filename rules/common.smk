@@ -6,6 +6,7 @@ from kneurons.preflight import discard_dump_dirs, incomplete_dumps, missing_path
 from kneurons.reporting import example_level
 from kneurons.samples import read_tsv
 from kneurons.neuronsets import BASELINES, METHODS, SET_KINDS
+from kneurons.samples import unslug
 from kneurons.selection import read_knowledge
 
 TRAINED_MODEL = "results/model/captioner"
@@ -14,7 +15,7 @@ SYNTH_SPLITS = {"train": 1, "val": 2}
 
 wildcard_constraints:
     split="|".join(SYNTH_SPLITS),
-    k="[A-Za-z0-9_-]+",
+    k="[A-Za-z0-9_+-]+",
     method="|".join(METHODS),
     kind="|".join(SET_KINDS),
     baseline="|".join(BASELINES),
@@ -54,8 +55,9 @@ if workflow.is_main_process:
 
 
 def knowledge_name(k):
-    """The category name of a knowledge slug ("fire_hydrant" -> "fire hydrant")."""
-    return k.replace("_", " ")
+    """The category name of a knowledge slug, exactly ("fire_hydrant" -> "fire hydrant", "teddy+5Fbear" ->
+    "teddy_bear")."""
+    return unslug(k)
 
 
 def synonyms(k):

@@ -68,6 +68,7 @@ checkpoint select_samples:
     conda:
         "../envs/kneurons.yaml"
     params:
+        name=lambda w: knowledge_name(w.k),
         n=config["samples"]["per_knowledge"],
         synonyms=lambda w: synonyms(w.k),
     script:

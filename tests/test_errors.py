@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from kneurons.coco import image_records, load_coco
+from kneurons.io import read_tsv_rows
+from kneurons.samples import slug
 from tests.helpers import kneurons_lines, snakemake
 
 
@@ -72,7 +74,7 @@ def run_target(tmp_path: Path, coco: dict, target: str):
 
 def assert_one_error(proc, rule: str, message: str) -> None:
     assert proc.returncode != 0
-    lines = kneurons_lines(proc.stdout + proc.stderr)
+    lines = [ln for ln in kneurons_lines(proc.stdout + proc.stderr) if " in rule " in ln]  # not the progress lines
     assert len(lines) == 1, lines
     assert lines[0].startswith(f"kneurons: error in rule {rule}: ") and message in lines[0], lines[0]
 
@@ -112,26 +114,87 @@ def test_unknown_knowledge(tmp_path, coco):
 def test_missing_or_unreadable_image(tmp_path, coco, damage, message):
     path = coco["record"].path
     path.unlink() if damage == "missing" else path.write_bytes(b"not a jpeg")
-    slug = coco["k"].replace(" ", "_")
-    work, proc = run_target(tmp_path, coco, f"results/samples/{slug}/candidates.tsv")
+    k = slug(coco["k"])
+    work, proc = run_target(tmp_path, coco, f"results/samples/{k}/candidates.tsv")
     assert_one_error(proc, "inpaint", f"{path}: {message}")
-    no_partial_output(work, f"results/samples/{slug}/candidates.tsv", f"results/inpainted/{slug}")
+    no_partial_output(work, f"results/samples/{k}/candidates.tsv", f"results/inpainted/{k}")
 
 
 @pytest.mark.parametrize(
-    ("box", "message"), [([5, 5, 0, 10], "has zero area"), ([40, 40, 30, 30], "lies outside the 48x48 image")]
+    ("box", "message"), [([5, 5, 0, 10], "has zero area"), ([40, 40, 30, 30], "lies more than 2 px outside the 48x48")]
 )
-def test_bad_box(tmp_path, coco, box, message):
+def test_a_bad_box_skips_its_candidate_with_a_reason(tmp_path, coco, box, message):
     data = json.loads(coco["ann"].read_text())
     cat = next(c["id"] for c in data["categories"] if c["name"] == coco["k"])
     ann = next(a for a in data["annotations"] if a["image_id"] == coco["record"].id and a["category_id"] == cat)
     ann["bbox"] = box
     coco["ann"].write_text(json.dumps(data))
-    slug = coco["k"].replace(" ", "_")
-    work, proc = run_target(tmp_path, coco, f"results/samples/{slug}/candidates.tsv")
-    assert_one_error(proc, "inpaint", f"(image {coco['record'].id}): {coco['k']} box [x, y, w, h] = ")
-    assert message in kneurons_lines(proc.stderr)[0]
-    no_partial_output(work, f"results/samples/{slug}/candidates.tsv", f"results/inpainted/{slug}")
+    work, proc = run_target(tmp_path, coco, f"results/samples/{slug(coco['k'])}/selected.tsv")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = {int(r["image_id"]): r for r in read_tsv_rows(work / f"results/samples/{slug(coco['k'])}/selected.tsv")}
+    bad = rows[coco["record"].id]
+    assert bad["status"] == "rejected" and bad["reason"].startswith(f"bad box: {coco['k']} box [x, y, w, h] = ")
+    assert message in bad["reason"] and bad["caption"] == ""
+    # the summary line on the console counts it
+    assert any(ln.startswith(f"kneurons: {coco['k']}: ") and "bad box: 1" in ln for ln in kneurons_lines(proc.stderr))
+
+
+def test_a_run_where_nothing_passes_ends_with_empty_tables_that_say_why(tmp_path, coco):
+    coco["config"].write_text(coco["config"].read_text() + "generation: {max_new_tokens: 1}\n")  # no k in 1 word
+    work, proc = run_target(tmp_path, coco, "all")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = kneurons_lines(proc.stderr)
+    assert f"kneurons: 1 knowledge target(s): {coco['k']}" in lines
+    summary = next(ln for ln in lines if ln.startswith(f"kneurons: {coco['k']}: 0 sample(s) from "))
+    assert "(not selected: k not in caption: " in summary and summary.endswith(": no sample, target left out")
+    note = f"- {coco['k']}: no sample passed the constraints (k not in caption: "
+    for table in ("table2.md", "table3.md"):
+        assert note in (work / "results/tables" / table).read_text(), table
+    assert "No neuron set" in (work / "results/tables/layer_distribution.md").read_text()
+    assert "No neuron set was perturbed" in (work / "results/tables/dose_response.md").read_text()
+    for png in ("layer_distribution.png", "dose_response.png"):
+        assert (work / "results/figures" / png).read_bytes()[:4] == b"\x89PNG"
+
+
+def _edit(coco: dict, change) -> None:
+    data = json.loads(coco["ann"].read_text())
+    change(data)
+    coco["ann"].write_text(json.dumps(data))
+
+
+def test_duplicate_image_ids_name_the_id_and_both_files(tmp_path, coco):
+    def duplicate(data):
+        first = data["images"][0]
+        data["images"].append(first | {"file_name": "other.jpg"})
+
+    _edit(coco, duplicate)
+    first = json.loads(coco["ann"].read_text())["images"][0]
+    work, proc = run_target(tmp_path, coco, "results/samples/knowledge.tsv")
+    assert_one_error(proc, "knowledge", f"image id {first['id']} is used twice ({first['file_name']} and other.jpg)")
+    no_partial_output(work, "results/samples/knowledge.tsv")
+
+
+@pytest.mark.parametrize("name", ["crème brûlée", "teddy_bear"])
+def test_any_category_name_gets_its_candidates(tmp_path, coco, name):
+    def rename(data):
+        next(c for c in data["categories"] if c["name"] == coco["k"])["name"] = name
+
+    _edit(coco, rename)
+    coco["config"].write_text(coco["config"].read_text().replace(f"['{coco['k']}']", f"['{name}']"))
+    work, proc = run_target(tmp_path, coco, f"results/samples/{slug(name)}/candidates.tsv")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = read_tsv_rows(work / f"results/samples/{slug(name)}/candidates.tsv")
+    assert rows and all(r["knowledge"] == name for r in rows)
+    knowledge = read_tsv_rows(work / "results/samples/knowledge.tsv")
+    assert [(r["name"], r["slug"]) for r in knowledge] == [(name, slug(name))]
+
+
+def test_auto_knowledge_on_annotations_without_objects(tmp_path, coco):
+    _edit(coco, lambda data: data.update(annotations=[]))
+    coco["config"].write_text(coco["config"].read_text().replace(f"knowledge: ['{coco['k']}']", "knowledge: auto"))
+    work, proc = run_target(tmp_path, coco, "results/samples/knowledge.tsv")
+    assert_one_error(proc, "knowledge", "knowledge auto found no category with an annotated object")
+    no_partial_output(work, "results/samples/knowledge.tsv")
 
 
 def test_incomplete_model_directory(tmp_path, coco, tiny_model_dir):
@@ -139,7 +202,7 @@ def test_incomplete_model_directory(tmp_path, coco, tiny_model_dir):
     shutil.copytree(tiny_model_dir, broken)
     (broken / "model.safetensors").unlink()
     coco["config"].write_text(coco["config"].read_text().replace(str(tiny_model_dir), str(broken)))
-    slug = coco["k"].replace(" ", "_")
-    work, proc = run_target(tmp_path, coco, f"results/samples/{slug}/captioned.tsv")
+    k = slug(coco["k"])
+    work, proc = run_target(tmp_path, coco, f"results/samples/{k}/captioned.tsv")
     assert_one_error(proc, "caption_candidates", f"{broken}: incomplete model directory, missing weights")
-    no_partial_output(work, f"results/samples/{slug}/captioned.tsv")
+    no_partial_output(work, f"results/samples/{k}/captioned.tsv")

@@ -36,8 +36,20 @@ def _save(fig: plt.Figure, out: str | os.PathLike) -> None:
     plt.close(fig)
 
 
+def empty_figure(message: str, out: str | os.PathLike) -> None:
+    """A figure that says why there is nothing to draw (e.g. no sample passed the constraints)."""
+    fig, ax = plt.subplots(figsize=(6.0, 1.6))
+    ax.set_axis_off()
+    ax.text(0.5, 0.5, "\n".join(textwrap.wrap(message, 70)), ha="center", va="center", fontsize=10)
+    _save(fig, out)
+
+
 def plot_layer_distribution(counts: Mapping[str, Sequence[int]], out: str | os.PathLike) -> None:
-    """Fig. 2: grouped bars of each method's share of neurons in each decoder layer (``counts[method]`` (L,))."""
+    """Fig. 2: grouped bars of each method's share of neurons in each decoder layer (``counts[method]`` (L,)); a
+    figure saying so when there is no neuron set."""
+    if not counts:
+        empty_figure("Layer distribution: no neuron set (no knowledge target has a sample in D).", out)
+        return
     shares = layer_shares(counts)
     n_layers = len(next(iter(shares.values())))
     width = 0.8 / len(shares)

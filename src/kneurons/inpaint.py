@@ -12,17 +12,20 @@ from kneurons.coco import Annotation
 
 
 def object_mask(ann: Annotation, height: int, width: int, source: str = "box", dilate: int = 0) -> np.ndarray:
-    """The (H, W) uint8 mask (255 inside) of one annotation, from its box or its segmentation.
+    """The (H, W) uint8 mask (255 inside) of one annotation, from its box or its segmentation (polygons, or RLE
+    compressed or not, as crowd regions are stored; an annotation without segmentation falls back to its box).
 
     ``dilate`` grows the mask by that many pixels on every side (a square structuring element).
     """
-    if source == "box":
+    if source not in ("box", "segmentation"):
+        raise ValueError(f"mask source must be 'box' or 'segmentation', got {source!r}")
+    if source == "box" or not ann.segmentation:
         x, y, w, h = ann.bbox
         mask = np.zeros((height, width), np.uint8)
         x0, y0 = int(np.floor(x)), int(np.floor(y))
         x1, y1 = int(np.ceil(x + w)), int(np.ceil(y + h))
         mask[max(0, y0) : min(height, y1), max(0, x0) : min(width, x1)] = 255
-    elif source == "segmentation":
+    else:
         seg = ann.segmentation
         rles = mask_utils.frPyObjects(seg, height, width) if isinstance(seg, list) else seg
         if isinstance(rles, dict) and isinstance(rles.get("counts"), list):
@@ -30,8 +33,6 @@ def object_mask(ann: Annotation, height: int, width: int, source: str = "box", d
         mask = (mask_utils.decode(mask_utils.merge(rles) if isinstance(rles, list) else rles) > 0).astype(
             np.uint8
         ) * 255
-    else:
-        raise ValueError(f"mask source must be 'box' or 'segmentation', got {source!r}")
     if dilate > 0:
         mask = cv2.dilate(mask, np.ones((2 * dilate + 1, 2 * dilate + 1), np.uint8))
     return mask

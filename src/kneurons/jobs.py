@@ -49,3 +49,9 @@ def start_job(job: Any) -> logging.Logger:
         torch.set_num_interop_threads(1)
         logger.info("torch threads: %d", torch.get_num_threads())
     return logger
+
+
+def console(message: str) -> None:
+    """Show ``message`` on the console Snakemake runs in (prefixed "kneurons: ") and in the job's log."""
+    logging.getLogger("kneurons").info(message)
+    print(f"kneurons: {message}", file=sys.__stderr__, flush=True)

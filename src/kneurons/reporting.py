@@ -11,11 +11,12 @@ from pathlib import Path
 
 import numpy as np
 
-from kneurons.coco import read_image
+from kneurons.coco import read_record
 from kneurons.dumpstats import TRACE_DATASETS, traces
 from kneurons.figures import (
     DosePoint,
     HeatmapPanel,
+    empty_figure,
     layer_shares,
     plot_dose_response,
     plot_heatmaps,
@@ -86,7 +87,7 @@ def heatmaps_stage(
         panels.append(
             HeatmapPanel(
                 title=f"image {row.image_id} (|N_k| = {nset['size']})",
-                image=read_image(records[row.image_id].path),
+                image=read_record(records[row.image_id]),
                 neurons=[n for n, _ in found],
                 traces=[t.astype(np.float32) for _, t in found],
                 grid=tuple(int(g) for g in attrs["grid"]),
@@ -154,10 +155,12 @@ def dose_response_stage(table2_csv: str, out_png: str, out_md: str) -> None:
             controls.setdefault(method.removesuffix(CONTROL), []).append(_point(r, level))
         else:
             curves.setdefault(method, []).append(_point(r, level))
-    statement = (
-        specificity_statement(rows) if curves else "No neuron set was perturbed: no sample passed the constraints."
-    )
-    plot_dose_response(curves, controls, reference, statement, out_png)
+    if not curves:
+        statement = "No neuron set was perturbed: no knowledge target has a sample in D, or every set is empty."
+        empty_figure(f"Dose–response: {statement}", out_png)
+    else:
+        statement = specificity_statement(rows)
+        plot_dose_response(curves, controls, reference, statement, out_png)
     write_text(out_md, "Dose–response (S_re against S_se per method and its control)\n\n" + statement + "\n")
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import string
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
@@ -13,15 +15,34 @@ import numpy as np
 from pycocotools.coco import COCO
 
 from kneurons.captions import mentions
-from kneurons.coco import Annotation, ImageRecord, read_image
+from kneurons.coco import Annotation, ImageRecord, read_record
 from kneurons.errors import DataError
 from kneurons.inpaint import object_mask, remove_objects
 from kneurons.io import atomic_path, read_tsv_rows, write_tsv_rows
 
+_SAFE = set(string.ascii_letters + string.digits + "-")
+
 
 def slug(name: str) -> str:
-    """A knowledge name as a path component: "fire hydrant" -> "fire_hydrant"."""
-    return name.replace(" ", "_")
+    """A knowledge name as a path component, reversible by ``unslug``: a space becomes "_", letters, digits and "-"
+    stay, every other byte of the UTF-8 name becomes "+XX" (hex): "fire hydrant" -> "fire_hydrant",
+    "teddy_bear" -> "teddy+5Fbear", "crème brûlée" -> "cr+C3+A8me_br+C3+BBl+C3+A9e"."""
+    return "".join(
+        "_" if ch == " " else ch if ch in _SAFE else "".join(f"+{b:02X}" for b in ch.encode()) for ch in name
+    )
+
+
+def unslug(text: str) -> str:
+    """The knowledge name of a slug (the inverse of ``slug``)."""
+    raw, i = bytearray(), 0
+    while i < len(text):
+        if text[i] == "+":
+            raw.append(int(text[i + 1 : i + 3], 16))
+            i += 3
+        else:
+            raw += b" " if text[i] == "_" else text[i].encode()
+            i += 1
+    return raw.decode()
 
 
 @dataclass(frozen=True)
@@ -47,15 +68,22 @@ def resolve_knowledge(
     counts = {c["id"]: len(coco.getImgIds(catIds=[c["id"]])) for c in cats}
     if spec == "auto":
         chosen = []
-        for sup in dict.fromkeys(c["supercategory"] for c in cats):
-            members = sorted((c for c in cats if c["supercategory"] == sup), key=lambda c: (-counts[c["id"]], c["id"]))
+        for sup in dict.fromkeys(c.get("supercategory", "") for c in cats):
+            members = sorted(
+                (c for c in cats if c.get("supercategory", "") == sup), key=lambda c: (-counts[c["id"]], c["id"])
+            )
             chosen += [c["name"] for c in members[:per_supercategory] if counts[c["id"]] > 0]
+        if not chosen:
+            raise DataError(
+                f"{source}: knowledge auto found no category with an annotated object "
+                f"({len(cats)} categories, {len(coco.anns)} annotations)"
+            )
     else:
         chosen = list(spec)
         unknown = [n for n in chosen if n not in by_name]
         if unknown:
             raise DataError(f"{source}: knowledge {unknown[0]!r} is not a category (known: {', '.join(by_name)})")
-    return [Knowledge(n, slug(n), by_name[n]["supercategory"], counts[by_name[n]["id"]]) for n in chosen]
+    return [Knowledge(n, slug(n), by_name[n].get("supercategory", ""), counts[by_name[n]["id"]]) for n in chosen]
 
 
 @dataclass
@@ -93,15 +121,24 @@ def _covered(mask: np.ndarray, bbox: tuple[float, float, float, float]) -> bool:
     return region.size > 0 and float((region > 0).mean()) >= 0.5
 
 
-def check_box(rec: ImageRecord, ann: Annotation, slack: float = 1.0) -> None:
-    """DataError naming the image and the box unless ``ann``'s box has positive area and lies inside the image
-    (``slack`` pixels of rounding allowed)."""
+BOX_TOLERANCE = 2.0  # pixels a box may reach past the image's edge (COCO boxes are rounded floats): clipped
+
+
+def box_problem(rec: ImageRecord, ann: Annotation, tolerance: float = BOX_TOLERANCE) -> str:
+    """Why ``ann``'s box cannot be inpainted ("" if it can): zero area, or more than ``tolerance`` pixels past the
+    edge of the image (within it, the mask is clipped to the image)."""
     x, y, w, h = ann.bbox
-    where = f"{rec.path} (image {rec.id}): {ann.category} box [x, y, w, h] = {list(ann.bbox)}"
+    where = f"{ann.category} box [x, y, w, h] = {list(ann.bbox)} (annotation {ann.id})"
     if not (w > 0 and h > 0):
-        raise DataError(f"{where} has zero area")
-    if x < -slack or y < -slack or x + w > rec.width + slack or y + h > rec.height + slack:
-        raise DataError(f"{where} lies outside the {rec.width}x{rec.height} image")
+        return f"{where} has zero area"
+    if x < -tolerance or y < -tolerance or x + w > rec.width + tolerance or y + h > rec.height + tolerance:
+        return f"{where} lies more than {tolerance:g} px outside the {rec.width}x{rec.height} image"
+    return ""
+
+
+def _past_edge(rec: ImageRecord, ann: Annotation) -> bool:
+    x, y, w, h = ann.bbox
+    return x < 0 or y < 0 or x + w > rec.width or y + h > rec.height
 
 
 def inpaint_candidates(
@@ -113,35 +150,40 @@ def inpaint_candidates(
     dilate: int = 0,
     radius: int = 3,
 ) -> list[Candidate]:
-    """Inpaint every instance of ``name`` out of the first ``max_candidates`` images holding it (image id order).
+    """Inpaint every instance of ``name``, crowd regions included, out of the first ``max_candidates`` images
+    holding it (image id order).
 
-    Writes ``{out_dir}/{image_id}.png`` (lossless) and returns the candidates, their other objects and those
-    that the inpainting mask also covers.
+    Writes ``{out_dir}/{image_id}.png`` (lossless) and returns the candidates, their other objects (crowd regions
+    too) and those that the inpainting mask also covers. A candidate whose box of k is unusable (``box_problem``)
+    is rejected with that reason and not inpainted; boxes slightly past the edge are clipped (logged). Each image is
+    checked against its annotated size (``read_record``).
     """
+    log = logging.getLogger("kneurons")
     out = Path(out_dir)
     rows = []
     with atomic_path(out) as tmp:
         tmp.mkdir()
         for rec in [r for r in records if any(a.category == name for a in r.annotations)][:max_candidates]:
-            image = read_image(rec.path)
             targets = [a for a in rec.annotations if a.category == name]
+            others = [a for a in rec.annotations if a.category != name]
+            row = Candidate(name, rec.id, "", others=",".join(sorted({a.category for a in others})))
+            problems = [p for p in (box_problem(rec, a) for a in targets) if p]
+            if problems:
+                rows.append(Candidate(**{**asdict(row), "status": "rejected", "reason": f"bad box: {problems[0]}"}))
+                log.info("image %d (%s): skipped, %s", rec.id, rec.path, problems[0])
+                continue
+            for a in targets:
+                if _past_edge(rec, a):
+                    log.info("image %d: %s box %s clipped to the %dx%d image", rec.id, name, list(a.bbox), *rec.size)
+            image = read_record(rec)
             mask = np.zeros((rec.height, rec.width), np.uint8)
             for a in targets:
-                check_box(rec, a)
                 mask |= object_mask(a, rec.height, rec.width, source, dilate)
-            others = [a for a in rec.annotations if a.category != name]
-            covered = sorted({a.category for a in others if _covered(mask, a.bbox)})
             inpainted = remove_objects(image, targets, source, dilate, radius)
             cv2.imwrite(str(tmp / f"{rec.id}.png"), cv2.cvtColor(inpainted, cv2.COLOR_RGB2BGR))
-            rows.append(
-                Candidate(
-                    knowledge=name,
-                    image_id=rec.id,
-                    inpainted=f"{out.as_posix()}/{rec.id}.png",
-                    others=",".join(sorted({a.category for a in others})),
-                    covered=",".join(covered),
-                )
-            )
+            row.inpainted = f"{out.as_posix()}/{rec.id}.png"
+            row.covered = ",".join(sorted({a.category for a in others if _covered(mask, a.bbox)}))
+            rows.append(row)
     return rows
 
 
@@ -167,10 +209,11 @@ def constraint_failure(row: Candidate, synonyms: Sequence[str] = ()) -> str:
 
 
 def select_samples(rows: Sequence[Candidate], n: int, synonyms: Sequence[str] = ()) -> list[Candidate]:
-    """Judge every candidate; the first ``n`` passing ones (image id order) are selected, the rest say why not."""
+    """Judge every candidate; the first ``n`` passing ones (image id order) are selected, the rest say why not
+    (a candidate already rejected before captioning keeps its reason)."""
     judged, taken = [], 0
     for row in sorted(rows, key=lambda r: r.image_id):
-        reason = constraint_failure(row, synonyms)
+        reason = row.reason if row.status == "rejected" else constraint_failure(row, synonyms)
         if reason:
             status = "rejected"
         elif taken < n:

@@ -53,6 +53,16 @@ def select_stage(captioned_tsv: str, n: int, synonyms: Sequence[str], out_tsv: s
     return reason_counts(judged)
 
 
+def selection_summary(name: str, counts: dict[str, int]) -> str:
+    """One line on how many samples target ``name`` got out of how many candidates, and why the others failed."""
+    n = counts.get("selected", 0)
+    others = ", ".join(f"{why}: {c}" for why, c in sorted(counts.items()) if why != "selected")
+    line = f"{name}: {n} sample(s) from {sum(counts.values())} candidate(s)"
+    if not counts:
+        return f"{line}: no image holds it"
+    return f"{line}" + (f" (not selected: {others})" if others else "") + ("" if n else ": no sample, target left out")
+
+
 def selected(rows: Sequence[Candidate]) -> list[Candidate]:
     """The rows of D."""
     return [r for r in rows if r.status == "selected"]

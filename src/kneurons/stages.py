@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from kneurons.captions import mentions
-from kneurons.coco import read_image
+from kneurons.coco import read_image, read_record
 from kneurons.dumps import gradcam, image_activations
 from kneurons.dumpstats import activation_record, gradcam_record
 from kneurons.generation import generate_captions
@@ -26,14 +26,16 @@ from kneurons.vocab import decode_neurons
 def caption_stage(
     loaded: LoadedModel, annotations: str, images: str, candidates_tsv: str, prompt: str, out_tsv: str, **gen
 ) -> None:
-    """Rule caption_candidates: caption each candidate's original and inpainted image (batched)."""
+    """Rule caption_candidates: caption each candidate's original and inpainted image (batched); candidates
+    already rejected (an unusable box) stay uncaptioned."""
     rows = read_tsv(candidates_tsv)
+    todo = [r for r in rows if r.status != "rejected"]
     records = records_by_id(annotations, images)
-    originals = [read_image(records[r.image_id].path) for r in rows]
-    inpainted = [read_image(r.inpainted) for r in rows]
-    captions = generate_captions(loaded, originals + inpainted, prompt, **gen)
-    for i, r in enumerate(rows):
-        r.caption, r.inpainted_caption = captions[i], captions[len(rows) + i]
+    originals = [read_record(records[r.image_id]) for r in todo]
+    inpainted = [read_image(r.inpainted) for r in todo]
+    captions = generate_captions(loaded, originals + inpainted, prompt, **gen) if todo else []
+    for i, r in enumerate(todo):
+        r.caption, r.inpainted_caption = captions[i], captions[len(todo) + i]
     write_tsv(out_tsv, rows)
 
 
@@ -65,7 +67,7 @@ def activations_stage(
         tmp.mkdir()
         for row in selected(read_tsv(selected_tsv)):
             pair = image_activations(
-                loaded, [read_image(records[row.image_id].path), read_image(row.inpainted)], prompt
+                loaded, [read_record(records[row.image_id]), read_image(row.inpainted)], prompt
             )
             write_dump(
                 tmp / f"{row.image_id}.h5",
@@ -90,7 +92,7 @@ def gradcam_stage(
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
         for row in selected(read_tsv(selected_tsv)):
-            image = read_image(records[row.image_id].path)
+            image = read_record(records[row.image_id])
             cam = gradcam(loaded, image, prompt, row.caption, row.knowledge, synonyms)
             attrs = _dump_attrs(loaded, prompt, row) | {
                 "token": cam.token,
@@ -126,7 +128,7 @@ def _sample_pixels(annotations: str, images: str, selected_tsv: str) -> tuple[li
     d = sample_images(selected_tsv)
     records = records_by_id(annotations, images)
     ids = sorted({r.image_id for r in d})
-    return d, [read_image(records[i].path) for i in ids], {image_id: j for j, image_id in enumerate(ids)}
+    return d, [read_record(records[i]) for i in ids], {image_id: j for j, image_id in enumerate(ids)}
 
 
 def reference_stage(

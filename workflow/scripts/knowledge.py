@@ -1,10 +1,10 @@
 """Checkpoint knowledge: resolve the knowledge targets against the COCO categories."""
 
-from kneurons.jobs import start_job
+from kneurons.jobs import console, start_job
 from kneurons.selection import write_knowledge
 
-log = start_job(snakemake)
+start_job(snakemake)
 targets = write_knowledge(
     snakemake.input[0], snakemake.params.spec, snakemake.params.per_supercategory, snakemake.output[0]
 )
-log.info("knowledge targets: %s", [t.name for t in targets])
+console(f"{len(targets)} knowledge target(s): " + ", ".join(t.name for t in targets))

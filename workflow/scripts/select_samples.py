@@ -1,8 +1,8 @@
 """Checkpoint select_samples: the paper's three constraints; the first n passing candidates form D for k."""
 
-from kneurons.jobs import start_job
-from kneurons.selection import select_stage
+from kneurons.jobs import console, start_job
+from kneurons.selection import select_stage, selection_summary
 
-log = start_job(snakemake)
+start_job(snakemake)
 counts = select_stage(snakemake.input[0], snakemake.params.n, snakemake.params.synonyms, snakemake.output[0])
-log.info("candidates by outcome: %s", counts)
+console(selection_summary(snakemake.params.name, counts))
