@@ -136,9 +136,7 @@ def image_records(coco: COCO, image_dir: str | os.PathLike) -> list[ImageRecord]
     return records
 
 
-def read_image(
-    path: str | os.PathLike, size: tuple[int, int] | None = None, image_id: int | None = None
-) -> np.ndarray:
+def read_image(path: str | os.PathLike, size: tuple[int, int] | None = None, image_id: int | None = None) -> np.ndarray:
     """Read an image file as (H, W, 3) RGB uint8, pixels as stored (EXIF orientation ignored: COCO boxes are drawn
     on the stored pixels); grayscale and RGBA files become RGB. DataError naming the file if it is missing or
     unreadable, or if ``size`` = (height, width) from the annotations differs from the file's."""

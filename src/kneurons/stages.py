@@ -66,9 +66,7 @@ def activations_stage(
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
         for row in selected(read_tsv(selected_tsv)):
-            pair = image_activations(
-                loaded, [read_record(records[row.image_id]), read_image(row.inpainted)], prompt
-            )
+            pair = image_activations(loaded, [read_record(records[row.image_id]), read_image(row.inpainted)], prompt)
             write_dump(
                 tmp / f"{row.image_id}.h5",
                 activation_record(pair[0], pair[1], mode, trace_share),
