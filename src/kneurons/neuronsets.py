@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -84,6 +84,15 @@ def ours_stage(
             )
 
 
+def _derive_sets(source_dir: str, out_dir: str, make: Callable[[Path, dict], dict]) -> None:
+    """For each sample's set ``{image_id}.json`` in ``source_dir``, write ``make(path, that set)`` as the sample's
+    set in ``out_dir`` (the directory appears whole or not at all)."""
+    with atomic_path(out_dir) as tmp:
+        tmp.mkdir()
+        for path in per_image_files(source_dir, ".json"):
+            write_json(tmp / path.name, make(path, json.loads(path.read_text())))
+
+
 def baseline_stage(
     method: str, ours_dir: str, activations_dir: str, gradcam_dir: str, exclude_last_layer: bool, out_dir: str
 ) -> None:
@@ -91,33 +100,30 @@ def baseline_stage(
     when ``exclude_last_layer``, like ours)."""
     if method not in BASELINES:
         raise ValueError(f"baseline method must be one of {BASELINES}, got {method!r}")
-    with atomic_path(out_dir) as tmp:
-        tmp.mkdir()
-        for path in per_image_files(ours_dir, ".json"):
-            ours = json.loads(path.read_text())
-            cam, _ = read_dump(Path(gradcam_dir) / f"{path.stem}.h5", ["g_mean", "unit_logit"])
-            exclude = excluded_layers(cam["g_mean"].shape[0], exclude_last_layer)
-            # per-neuron means (L, d_ff) as one-position arrays: the scores' mean over positions gives them back
-            if method == "schwettmann":
-                scores, desc = schwettmann_scores(cam["g_mean"][:, None, :]), "mean_p GradCAM"
-            else:
-                o_mean = read_dump(Path(activations_dir) / f"{path.stem}.h5", ["o_mean"])[0]["o_mean"]
-                scores, desc = pan_scores(o_mean[:, None, :], cam["unit_logit"]), "mean_p O' * D[:, c]"
-            chosen = NeuronSet.from_mask(top_neurons(scores, ours["size"], exclude), scores)
-            write_json(
-                tmp / path.name,
-                {
-                    "method": method,
-                    "knowledge": ours["knowledge"],
-                    "image_id": ours["image_id"],
-                    "excluded_layers": list(exclude),
-                    "size": len(chosen),
-                    "size_from": "ours",
-                    "layer_counts": chosen.layer_counts(len(ours["layer_counts"])),
-                    "score": desc,
-                    "neurons": chosen.neurons,
-                },
-            )
+
+    def make(path: Path, ours: dict) -> dict:
+        cam, _ = read_dump(Path(gradcam_dir) / f"{path.stem}.h5", ["g_mean", "unit_logit"])
+        exclude = excluded_layers(cam["g_mean"].shape[0], exclude_last_layer)
+        # per-neuron means (L, d_ff) as one-position arrays: the scores' mean over positions gives them back
+        if method == "schwettmann":
+            scores, desc = schwettmann_scores(cam["g_mean"][:, None, :]), "mean_p GradCAM"
+        else:
+            o_mean = read_dump(Path(activations_dir) / f"{path.stem}.h5", ["o_mean"])[0]["o_mean"]
+            scores, desc = pan_scores(o_mean[:, None, :], cam["unit_logit"]), "mean_p O' * D[:, c]"
+        chosen = NeuronSet.from_mask(top_neurons(scores, ours["size"], exclude), scores)
+        return {
+            "method": method,
+            "knowledge": ours["knowledge"],
+            "image_id": ours["image_id"],
+            "excluded_layers": list(exclude),
+            "size": len(chosen),
+            "size_from": "ours",
+            "layer_counts": chosen.layer_counts(len(ours["layer_counts"])),
+            "score": desc,
+            "neurons": chosen.neurons,
+        }
+
+    _derive_sets(ours_dir, out_dir, make)
 
 
 def control_stage(method: str, method_dir: str, gradcam_dir: str, out_dir: str) -> None:
@@ -126,29 +132,26 @@ def control_stage(method: str, method_dir: str, gradcam_dir: str, out_dir: str) 
     only in which units were chosen."""
     if method not in METHODS:
         raise ValueError(f"a control shadows one of {METHODS}, got {method!r}")
-    with atomic_path(out_dir) as tmp:
-        tmp.mkdir()
-        for path in per_image_files(method_dir, ".json"):
-            shadowed = json.loads(path.read_text())
-            d_ff = read_dump(Path(gradcam_dir) / f"{path.stem}.h5", ["g_mean"])[0]["g_mean"].shape[-1]
-            seed = zlib.crc32(f"{method}/{shadowed['knowledge']}/{shadowed['image_id']}".encode())
-            mask = random_neurons(shadowed["layer_counts"], d_ff, seed)
-            chosen = NeuronSet.from_mask(mask, np.zeros(mask.shape, np.float32))
-            write_json(
-                tmp / path.name,
-                {
-                    "method": method + CONTROL,
-                    "control_of": method,
-                    "knowledge": shadowed["knowledge"],
-                    "image_id": shadowed["image_id"],
-                    "seed": seed,
-                    "size": len(chosen),
-                    "size_from": method,
-                    "layer_counts": chosen.layer_counts(len(shadowed["layer_counts"])),
-                    "score": f"none (random control: {method}'s per-layer counts)",
-                    "neurons": chosen.neurons,
-                },
-            )
+
+    def make(path: Path, shadowed: dict) -> dict:
+        d_ff = read_dump(Path(gradcam_dir) / f"{path.stem}.h5", ["g_mean"])[0]["g_mean"].shape[-1]
+        seed = zlib.crc32(f"{method}/{shadowed['knowledge']}/{shadowed['image_id']}".encode())
+        mask = random_neurons(shadowed["layer_counts"], d_ff, seed)
+        chosen = NeuronSet.from_mask(mask, np.zeros(mask.shape, np.float32))
+        return {
+            "method": method + CONTROL,
+            "control_of": method,
+            "knowledge": shadowed["knowledge"],
+            "image_id": shadowed["image_id"],
+            "seed": seed,
+            "size": len(chosen),
+            "size_from": method,
+            "layer_counts": chosen.layer_counts(len(shadowed["layer_counts"])),
+            "score": f"none (random control: {method}'s per-layer counts)",
+            "neurons": chosen.neurons,
+        }
+
+    _derive_sets(method_dir, out_dir, make)
 
 
 def neuron_summary(set_dirs: Sequence[str], out_tsv: str) -> None:
