@@ -49,3 +49,14 @@ def tiny_model_dir(tmp_path_factory, tiny_split) -> Path:
     records = image_records(load_coco(tiny_split[0]), tiny_split[1])
     train_captioner(records, PROMPT, out, TINY, log=lambda _m: None)
     return out
+
+
+@pytest.fixture(scope="session")
+def run_dir(tmp_path_factory) -> Path:
+    """The whole workflow on config/test.yaml, run locally with 2 cores (tests/test_workflow.py, test_slurm.py)."""
+    from tests.helpers import snakemake
+
+    workdir = tmp_path_factory.mktemp("run")
+    proc = snakemake(workdir, "--cores", "2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return workdir

@@ -1,5 +1,6 @@
 """The paper-scale config through the SLURM profile: a dry run on a small fake COCO tree and a tiny saved model
-(no cluster needed) gives the model-loading rules one GPU and the GPU partition, and the others none."""
+(no cluster needed) gives the model-loading rules one GPU on CUDA and none on the CPU, and pins no rule to a
+partition (the plugin picks it from profiles/slurm/partitions.yaml; tests/test_slurm.py runs a real cluster)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from kneurons.samples import read_tsv, write_tsv
 from tests.helpers import REPO, kneurons_lines, snakemake
 
 PAPER = REPO / "config" / "coco2017-llava15.yaml"
-GPU_RULES = {"activations", "gradcam", "reference_captions", "perturb", "decoded_neurons"}
+GPU_RULES = {"caption_candidates", "activations", "gradcam", "reference_captions", "perturb", "decoded_neurons"}
 TARGETS = ("bear", "pizza")
 
 
@@ -64,14 +65,17 @@ def test_slurm_dry_run_gives_model_rules_a_gpu(tmp_path, tiny_split, tiny_model_
                      configs=(PAPER, paths))  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
 
-    proc = snakemake(work, "--profile", str(REPO / "profiles/slurm"), "-n", configs=(PAPER, paths))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    jobs = job_resources(proc.stdout + proc.stderr)
-    assert set(jobs) >= GPU_RULES, sorted(jobs)
-    assert len(jobs["perturb"]) == 6 * len(TARGETS) and len(jobs["reference_captions"]) == 1
-    for rule, resources in jobs.items():
-        for res in resources:
-            if rule in GPU_RULES:
-                assert res.get("gpu") == "1" and res.get("slurm_partition") == "gpu", (rule, res)
-            else:
-                assert res.get("gpu", "0") == "0" and res.get("slurm_partition") == "cpu", (rule, res)
+    for device, gpus in (("cuda", "1"), ("cpu", "0")):
+        on_device = tmp_path / f"{device}.yaml"
+        on_device.write_text(f"model: {{path: {tiny_model_dir}, device: {device}}}\n")
+        proc = snakemake(work, "--profile", str(REPO / "profiles/slurm"), "-n", configs=(PAPER, paths, on_device))
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        jobs = job_resources(proc.stdout + proc.stderr)
+        assert set(jobs) >= GPU_RULES - {"caption_candidates"}, sorted(jobs)  # captions were made above
+        assert len(jobs["perturb"]) == 6 * len(TARGETS) and len(jobs["reference_captions"]) == 1
+        for rule, resources in jobs.items():
+            for res in resources:
+                assert res.get("gpu", "0") == (gpus if rule in GPU_RULES else "0"), (device, rule, res)
+                assert "slurm_partition" not in res, (rule, res)
+                if rule == "perturb":
+                    assert res["mem_mb"] == "48000" and res["runtime"] == "720", res

@@ -23,14 +23,6 @@ from tests.helpers import REPO, TEST_CONFIG, job_counts, snakemake
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
-    workdir = tmp_path_factory.mktemp("run")
-    proc = snakemake(workdir, "--cores", "2")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return workdir
-
-
-@pytest.fixture(scope="module")
 def samples(run_dir) -> list[dict]:
     return read_tsv_rows(run_dir / "results/samples/selected.tsv")
 

@@ -1,0 +1,141 @@
+"""The workflow through the SLURM profile on a real one-node SLURM cluster (munge, slurmdbd on MariaDB,
+slurmctld, slurmd) that tests/slurm/start_cluster.sh installs and starts on this machine (as root, like CI):
+every job but `all` runs as a SLURM job, a run interrupted with Ctrl-C resumes, and Tables II and III equal the
+local run's byte for byte."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+import yaml
+from snakemake_executor_plugin_slurm.partitions import get_best_partition, read_partition_file
+
+from tests.helpers import DEFAULT_CONFIG, REPO, TEST_CONFIG, snakemake
+
+PROFILE = REPO / "profiles" / "slurm"
+MODEL_RULES = ("train_captioner", "evaluate_captioner", "caption_candidates", "activations", "gradcam",
+               "reference_captions", "perturb", "decoded_neurons", "table3")  # fmt: skip
+
+
+class FakeJob:
+    """What the plugin's partition choice reads of a job."""
+
+    def __init__(self, gpu: int, threads: int = 4, mem_mb: int = 48000):
+        self.name, self.threads = "perturb", threads
+        self.resources = {"gpu": gpu, "mem_mb": mem_mb, "runtime": 60}
+
+
+class Quiet:
+    def info(self, *_):
+        pass
+
+    debug = warning = info
+
+
+def test_the_shipped_partitions_send_gpu_jobs_to_the_gpu_partition_and_the_others_to_the_cpu_one():
+    partitions = read_partition_file(PROFILE / "partitions.yaml")
+    assert get_best_partition(partitions, FakeJob(gpu=1), Quiet()) == "gpu"
+    assert get_best_partition(partitions, FakeJob(gpu=0), Quiet()) == "cpu"
+    assert get_best_partition(partitions, FakeJob(gpu=0, threads=1, mem_mb=2000), Quiet()) == "cpu"
+    assert get_best_partition(partitions, FakeJob(gpu=1, mem_mb=10**7), Quiet()) is None  # fits nowhere
+    shipped = yaml.safe_load((PROFILE / "config.yaml").read_text())
+    assert "slurm_partition" not in str(shipped)  # no rule is pinned to a partition
+
+
+@pytest.fixture(scope="module")
+def node() -> dict[str, int]:
+    proc = subprocess.run(["bash", str(REPO / "tests/slurm/start_cluster.sh")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    return {k: int(v) for k, v in (kv.split("=") for kv in proc.stdout.split())}
+
+
+def node_profile(root: Path, cpus: int, mem_mb: int) -> Path:
+    """The site numbers of this one node, over the shipped profile (a later --profile overrides its keys), with
+    short status polling for the test."""
+    profile = root / "node"
+    profile.mkdir()
+    (profile / "partitions.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "partitions": {
+                    "cpu": {"max_threads": cpus, "max_mem_mb": mem_mb, "max_runtime": 120, "max_gpu": 0},
+                    "gpu": {"max_threads": cpus, "max_mem_mb": mem_mb, "max_runtime": 120, "max_gpu": 1},
+                }
+            }
+        )
+    )
+    settings = {
+        "slurm-partition-config": str(profile / "partitions.yaml"),
+        "slurm-init-seconds-before-status-checks": 1,
+        "seconds-between-status-checks": 2,
+        "slurm-keep-successful-logs": True,
+        "default-resources": {"mem_mb": 1000, "runtime": 30},
+        "set-threads": dict.fromkeys(MODEL_RULES, cpus),
+        "set-resources": {rule: {"mem_mb": min(3000, mem_mb), "runtime": 30} for rule in MODEL_RULES},
+    }
+    (profile / "config.yaml").write_text(yaml.safe_dump(settings))
+    return profile
+
+
+def slurm_cmd(work: Path, profile: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(work),
+            "--profile", str(PROFILE), "--profile", str(profile),
+            "--configfile", str(DEFAULT_CONFIG), str(TEST_CONFIG), *args]  # fmt: skip
+
+
+def completed_jobs(since: str) -> list[tuple[str, str]]:
+    """(rule, state) of every SLURM job submitted since ``since`` (sacct)."""
+    out = subprocess.run(
+        ["sacct", "-X", "-n", "-P", "-S", since, "-o", "Comment,State"], capture_output=True, text=True, check=True
+    ).stdout
+    jobs = []
+    for line in out.splitlines():
+        comment, state = line.rsplit("|", 1)
+        if comment.startswith("rule_"):
+            jobs.append((comment.removeprefix("rule_").split("_wildcards_")[0], state.split()[0]))
+    return jobs
+
+
+def test_the_workflow_runs_as_slurm_jobs_resumes_after_ctrl_c_and_matches_the_local_run(node, run_dir, tmp_path):
+    since = datetime.now().strftime("%Y-%m-%dT%H:%M:%S")
+    work = tmp_path / "cluster"
+    work.mkdir()
+    profile = node_profile(tmp_path, node["cpus"], node["mem_mb"])
+    t0 = time.time()
+    log = open(tmp_path / "first.log", "w")  # noqa: SIM115 - closed below
+    first = subprocess.Popen(slurm_cmd(work, profile), stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+    deadline = time.time() + 900
+    while first.poll() is None and time.time() < deadline and not list(work.glob("results/logs/activations/*.log")):
+        time.sleep(0.5)
+    assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+    first.send_signal(signal.SIGINT)  # Ctrl-C: the plugin cancels the running SLURM jobs
+    first.wait(timeout=300)
+    log.close()
+    assert first.returncode != 0
+    assert snakemake(work, "--unlock").returncode == 0
+    second = subprocess.run(slurm_cmd(work, profile), capture_output=True, text=True, cwd=REPO)
+    wall = time.time() - t0
+    output = second.stdout + second.stderr
+    assert second.returncode == 0, output[-4000:]
+
+    # every job but `all` went to SLURM: Snakemake ran no other rule locally, and sacct knows them all
+    local = {ln.split()[1].rstrip(":") for ln in output.splitlines() if ln.startswith("localrule ")}
+    assert local <= {"all"}, local
+    done = [rule for rule, state in completed_jobs(since) if state == "COMPLETED"]
+    expected_rules = {"synth_split", "train_captioner", "evaluate_captioner", "knowledge", "inpaint",
+                      "caption_candidates", "select_samples", "sample_table", "activations", "gradcam",
+                      "neurons_ours", "neurons_baseline", "neurons_control", "neuron_summary", "noise_scale",
+                      "reference_captions", "perturb", "table2", "table3", "dose_response", "layer_distribution",
+                      "heatmaps", "decoded_neurons", "examples"}  # fmt: skip
+    assert set(done) == expected_rules, set(done) ^ expected_rules
+    assert done.count("perturb") == len(list(work.glob("results/perturb/*/*.jsonl")))  # each once, to completion
+    for name in ("table2.csv", "table2.md", "table3.csv", "table3.md"):
+        local_table = (run_dir / "results/tables" / name).read_bytes()
+        assert (work / "results/tables" / name).read_bytes() == local_table, name
+    (tmp_path / "wall_seconds").write_text(f"{wall:.0f}\n")  # kept with pytest's tmp files, for the record
