@@ -2,7 +2,7 @@
 # A one-node SLURM cluster on this machine for tests/test_slurm.py: munge, MariaDB + slurmdbd (so that sacct
 # answers), slurmctld and slurmd, partitions "cpu" and "gpu" (the gpu partition has no GPU: it exists so that the
 # profile's partition names resolve). Installs Debian's packages if they are missing (needs root) and is
-# idempotent: a second call with the cluster up only checks it. Prints the node's CPUs and memory (MB) on success.
+# idempotent: a second call rewrites the configuration, starts what is not running and restarts slurmctld and slurmd. Prints the node's CPUs and memory (MB) on success.
 set -euo pipefail
 STATE=${KNEURONS_SLURM_STATE:-/var/lib/kneurons-slurm}
 NODE=$(hostname -s)
@@ -12,11 +12,6 @@ MEM_MB=$(( $(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 / 2 ))  # half th
 if ! command -v slurmctld >/dev/null || ! command -v slurmdbd >/dev/null || ! command -v mariadbd >/dev/null; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm slurmdbd munge mariadb-server >/dev/null
-fi
-
-if scontrol ping 2>/dev/null | grep -q UP && sinfo -h -o %T 2>/dev/null | grep -qE "idle|mix|alloc"; then
-  echo "cpus=${CPUS} mem_mb=${MEM_MB}"
-  exit 0
 fi
 
 mkdir -p "$STATE"/{spool,state,log,mysql} /etc/slurm /run/munge /run/mysqld
@@ -90,8 +85,10 @@ for _ in $(seq 60); do sacctmgr -n show cluster >/dev/null 2>&1 && break; sleep 
 sacctmgr -i add cluster kneurons >/dev/null 2>&1 || true
 sacctmgr -i add account kneurons Cluster=kneurons >/dev/null 2>&1 || true
 sacctmgr -i add user root Account=kneurons >/dev/null 2>&1 || true
-pgrep -x slurmctld >/dev/null || /usr/sbin/slurmctld
-pgrep -x slurmd >/dev/null || /usr/sbin/slurmd
+for daemon in slurmctld slurmd; do  # restarted, so that they read the configuration written above
+  pkill -x "$daemon" 2>/dev/null && while pgrep -x "$daemon" >/dev/null; do sleep 0.2; done
+  "/usr/sbin/$daemon"
+done
 for _ in $(seq 60); do
   if sinfo -h -o %T 2>/dev/null | grep -qE "^(idle|mix|alloc)"; then
     echo "cpus=${CPUS} mem_mb=${MEM_MB}"
