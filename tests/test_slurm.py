@@ -109,7 +109,11 @@ def test_the_workflow_runs_as_slurm_jobs_resumes_after_ctrl_c_and_matches_the_lo
     profile = node_profile(tmp_path, node["cpus"], node["mem_mb"])
     t0 = time.time()
     log = open(tmp_path / "first.log", "w")  # noqa: SIM115 - closed below
-    first = subprocess.Popen(slurm_cmd(work, profile), stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+    # a shell that runs the tests in the background ignores SIGINT, and its children inherit that: restore it
+    restore = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
+    first = subprocess.Popen(
+        slurm_cmd(work, profile), stdout=log, stderr=subprocess.STDOUT, cwd=REPO, preexec_fn=restore
+    )
     deadline = time.time() + 900
     while first.poll() is None and time.time() < deadline and not list(work.glob("results/logs/activations/*.log")):
         time.sleep(0.5)
