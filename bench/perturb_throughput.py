@@ -18,7 +18,7 @@ from collections.abc import Callable
 import torch
 
 from kneurons.coco import image_records, load_coco, read_image
-from kneurons.generation import BatchContext, generate_batch, prompt_inputs
+from kneurons.generation import BatchContext, generate_batch, image_inputs
 from kneurons.models import LoadedModel, load_model
 from kneurons.perturb import ABLATION, NOISE, Perturbation, layer_units, perturbed_batch
 
@@ -50,7 +50,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     loaded = load_model(args.model)
     images = [read_image(r.path) for r in image_records(load_coco(args.annotations), args.images)[:16]]
-    inputs = prompt_inputs(loaded, images, args.prompt)
+    parts = image_inputs(loaded, images, args.prompt)
     neurons = [[layer, 17 * j + layer] for layer in range(loaded.n_layers) for j in range(3)]
     units = layer_units(neurons, loaded.n_layers)
     kinds = [Perturbation(NOISE, level, seed) for seed in range(10) for level in args.levels] + [Perturbation(ABLATION)]
@@ -62,7 +62,7 @@ def main() -> None:
         captions = []
         for start in range(0, n_rows, batch):
             chunk = rows[start : min(n_rows, start + batch)]
-            captions += perturbed_batch(loaded, inputs, units, chunk, args.scale, 32, generate)
+            captions += perturbed_batch(loaded, parts, units, chunk, args.scale, 32, generate)
         return (time.perf_counter() - t0) / n_rows, captions
 
     t_naive, naive = run(args.naive_rows, 1, generate_all_rows)

@@ -39,8 +39,8 @@ def test_captured_activations_are_silu_of_gate_proj(setup):
     finally:
         for h in handles:
             h.remove()
-    o = image_activations(loaded, [image], PROMPT)[0]
-    assert o.shape == (loaded.n_layers, loaded.n_image_tokens, loaded.d_ff)
+    o, layout = image_activations(loaded, [image], PROMPT)[0]
+    assert o.shape == (loaded.n_layers, 64, loaded.d_ff) and layout.n_tokens == 64
     mask = loaded.image_positions(inputs["input_ids"])[0]
     for i, layer in enumerate(layers):
         x = mlp_inputs[i][0, mask]

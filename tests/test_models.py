@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 
+import numpy as np
 import pytest
 import torch
 
@@ -20,7 +22,7 @@ def test_saved_model_round_trips(tiny_model_dir, tiny_split):
     loaded = load_model(tiny_model_dir)
     assert loaded.n_layers == TINY.layers
     assert loaded.d_ff == TINY.intermediate
-    assert loaded.grid == (8, 8) and loaded.n_image_tokens == 64
+    assert loaded.grid is None and loaded.family.name == "LLaVA-1.5"
     rec = image_records(load_coco(tiny_split[0]), tiny_split[1])[0]
     image = read_image(rec.path)
     inputs = prompt_inputs(loaded, [image], PROMPT)
@@ -80,19 +82,46 @@ def test_decoder_without_act_fn(tiny_model_dir):
 
 
 def test_grid_is_configurable_and_checked(tiny_model_dir, tiny_split):
-    loaded = load_model(tiny_model_dir, grid=(16, 4))
-    assert loaded.grid == (16, 4) and loaded.n_image_tokens == 64
-    wrong = load_model(tiny_model_dir, grid=(4, 4))
     image = read_image(image_records(load_coco(tiny_split[0]), tiny_split[1])[0].path)
-    inputs = prompt_inputs(wrong, [image], PROMPT)
-    with pytest.raises(ModelError, match=r"hold \[64\] image tokens per row, but the grid 4x4 needs 16"):
-        wrong.image_positions(inputs["input_ids"])
+    loaded = load_model(tiny_model_dir, grid=(16, 4))  # MiniGPT-4-style strips: 16 rows of 4 tokens
+    inputs = prompt_inputs(loaded, [image], PROMPT)
+    regions = loaded.regions(inputs, image.shape[:2])
+    h, w = image.shape[:2]
+    assert regions.shape == (64, 4)
+    assert np.allclose(regions[5], [w / 4, h / 16, 2 * w / 4, 2 * h / 16])  # row 1, column 1
+    wrong = load_model(tiny_model_dir, grid=(4, 4))
+    with pytest.raises(ModelError, match=r"the image has 64 image tokens, but model.grid 4x4 covers 16"):
+        wrong.regions(inputs, image.shape[:2])
 
 
-def test_qformer_models_are_refused(tiny_model_dir):
-    from kneurons.models import image_grid
+def test_a_prompt_without_the_image_placeholder_is_refused(tiny_model_dir, tiny_split):
+    loaded = load_model(tiny_model_dir)
+    image = read_image(image_records(load_coco(tiny_split[0]), tiny_split[1])[0].path)
+    with pytest.raises(ModelError, match="the prompt 'the image shows a' lacks this processor's image placeholder '<image>'"):
+        prompt_inputs(loaded, [image], "the image shows a")
+    ids = torch.tensor([[1, 2, 3], [1, loaded.image_token_id, 3]])
+    with pytest.raises(ModelError, match="a prompt holds no image token"):
+        loaded.image_positions(ids)
 
-    model = load_model(tiny_model_dir).model
-    model.config.qformer_config = {}
-    with pytest.raises(ModelError, match="Q-Former queries"):
-        image_grid(model)
+
+@pytest.mark.parametrize("model_type", ["blip-2", "instructblip"])
+def test_qformer_models_are_refused_at_load(tiny_model_dir, tmp_path, model_type):
+    broken = tmp_path / "qformer"
+    shutil.copytree(tiny_model_dir, broken)
+    config = json.loads((broken / "config.json").read_text())
+    (broken / "config.json").write_text(json.dumps(config | {"model_type": model_type}))
+    with pytest.raises(ModelError) as err:
+        load_model(broken)
+    message = str(err.value)
+    assert "\n" not in message and str(broken / "config.json") in message
+    assert f"model_type '{model_type}'" in message and "Q-Former" in message
+    assert "per-position activations (stage 1), the image-position perturbations and the heatmaps" in message
+
+
+def test_an_unknown_family_is_refused_with_the_supported_ones(tiny_model_dir, tmp_path):
+    broken = tmp_path / "unknown"
+    shutil.copytree(tiny_model_dir, broken)
+    config = json.loads((broken / "config.json").read_text())
+    (broken / "config.json").write_text(json.dumps(config | {"model_type": "fuyu"}))
+    with pytest.raises(ModelError, match=r"model_type 'fuyu' has no kneurons adapter \(supported: llava, llava_next, "):
+        load_model(broken)

@@ -63,16 +63,16 @@ def _layer0_output(loaded, inputs, units, keep, noise):
         finally:
             handle.remove()
     mask = loaded.image_positions(inputs["input_ids"])
-    return seen[0][mask].view(len(keep), loaded.n_image_tokens, -1).numpy()
+    return seen[0][mask].view(len(keep), -1, seen[0].shape[-1]).numpy()
 
 
 def test_every_set_gets_the_same_noise_and_ablation_zeroes_the_set(setup):
     loaded, images = setup
     inputs = prompt_inputs(loaded, images[:2], PROMPT)
-    clean = image_activations(loaded, images[:2], PROMPT)[:, 0]  # (B, P, d_ff) of layer 0
-    r, p = 0.3, loaded.n_image_tokens
+    clean = np.stack([o[0] for o, _ in image_activations(loaded, images[:2], PROMPT)])  # (B, P, d_ff) of layer 0
+    r, p = 0.3, clean.shape[1]
     # row 0: noise at level 5, seed 2 (in units of r); row 1: ablation
-    noise = torch.from_numpy(np.stack([noise_vector(5 * r, 2, p), np.zeros(p, np.float32)]))
+    noise = torch.from_numpy(np.concatenate([noise_vector(5 * r, 2, p), np.zeros(p, np.float32)]))
     keep = torch.tensor([1.0, 0.0])
     added = {}
     for name, chosen in {"set A": [3, 10], "set B": [0, 7, 20]}.items():
@@ -119,7 +119,7 @@ def test_ablating_every_unit_equals_the_evaluations_ablation(setup):
         clean = loaded.model(**inputs).logits
         with ablate(inputs["input_ids"]):
             zeroed = loaded.model(**inputs).logits
-        with perturb_units(loaded, inputs["input_ids"], everything, torch.zeros(n), torch.zeros(n, 64)):
+        with perturb_units(loaded, inputs["input_ids"], everything, torch.zeros(n), torch.zeros(n * 64)):
             ours = loaded.model(**inputs).logits
     torch.testing.assert_close(ours, zeroed)
     assert (ours - clean).abs().max() > 1e-3

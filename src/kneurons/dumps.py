@@ -10,27 +10,60 @@ import torch
 
 from kneurons.captions import mention_span
 from kneurons.errors import ModelError
-from kneurons.generation import prompt_inputs
+from kneurons.generation import collate, image_inputs
 from kneurons.hooks import capture_image_activations
 from kneurons.models import LoadedModel
 
 
+@dataclass(frozen=True)
+class TokenLayout:
+    """Where one image's P image tokens sit and what they cover: ``positions`` (P,) int64, their indices in the
+    image's own ``input_ids`` (the prompt, unpadded); ``regions`` (P, 4) float64 [x0, y0, x1, y1] in pixels of the
+    original image, NaN for a token that covers none (kneurons.families)."""
+
+    positions: np.ndarray
+    regions: np.ndarray
+
+    @property
+    def n_tokens(self) -> int:
+        """P of this image."""
+        return len(self.positions)
+
+    def record(self) -> dict[str, np.ndarray]:
+        """The layout as dump datasets: ``token_positions`` (P,) and ``token_regions`` (P, 4)."""
+        return {"token_positions": self.positions, "token_regions": self.regions}
+
+
+def token_layout(loaded: LoadedModel, inputs: dict[str, torch.Tensor], size: tuple[int, int]) -> TokenLayout:
+    """The layout of the image tokens in one image's processor output ``inputs`` (a batch of one) for an original
+    image of (H, W) = ``size``."""
+    positions = loaded.image_positions(inputs["input_ids"])[0].nonzero().squeeze(1).cpu().numpy()
+    return TokenLayout(positions=positions.astype(np.int64), regions=loaded.regions(inputs, size))
+
+
 @torch.inference_mode()
-def image_activations(loaded: LoadedModel, images: Sequence[np.ndarray], prompt: str) -> np.ndarray:
-    """O' for each image: (N, L, P, d_ff) float32, from one forward pass of the prompt.
+def image_activations(
+    loaded: LoadedModel, images: Sequence[np.ndarray], prompt: str
+) -> list[tuple[np.ndarray, TokenLayout]]:
+    """O' of each image, (L, P_i, d_ff) float32, with its token layout, from one forward pass of the prompt over the
+    batch (left-padded where the images' P differ).
 
     Image tokens precede the text in a causal decoder, so O' does not depend on any caption that follows.
     """
-    inputs = prompt_inputs(loaded, images, prompt)
+    parts = image_inputs(loaded, images, prompt)
+    inputs = collate(loaded, parts)
     with capture_image_activations(loaded.act_fns, loaded.image_positions(inputs["input_ids"])) as rec:
-        loaded.model(**inputs)
-    return rec.stacked_activations().float().cpu().numpy()
+        loaded.model(**inputs, position_ids=loaded.positions(inputs))
+    layouts = [token_layout(loaded, part, image.shape[:2]) for part, image in zip(parts, images, strict=True)]
+    activations = [o.float().cpu().numpy() for o in rec.activations_per_image()]
+    return list(zip(activations, layouts, strict=True))
 
 
 @dataclass
 class GradCam:
     """GradCAM of one sample: g and O' (L, P, d_ff), the target token c and the position that predicts it,
-    and D[:, c] (L, d_ff), each unit's direct contribution to c's logit (for Pan's score)."""
+    D[:, c] (L, d_ff), each unit's direct contribution to c's logit (for Pan's score), and the image's token
+    layout."""
 
     gradcam: np.ndarray
     activations: np.ndarray
@@ -38,6 +71,7 @@ class GradCam:
     token: str
     position: int
     unit_logit: np.ndarray
+    layout: TokenLayout
 
 
 def target_position(
@@ -45,8 +79,9 @@ def target_position(
 ) -> tuple[dict[str, torch.Tensor], int]:
     """Processor inputs of ``prompt + " " + caption`` and the index j of the first token of k's mention in them.
 
-    The token at j is c; the logit that predicts it sits at position j − 1. Raises ValueError if the caption
-    does not mention k.
+    The token at j is c; the logit that predicts it sits at position j − 1. j is counted from the end: the
+    processor expands only the image placeholder (into image tokens and, by family, tile or row markers), so the
+    tokens from c to the end are the tokenizer's own. Raises ValueError if the caption does not mention k.
     """
     span = mention_span(caption, name, synonyms)
     if span is None:
@@ -56,10 +91,10 @@ def target_position(
     enc = loaded.processor.tokenizer(text, return_offsets_mapping=True)
     ids, offsets = enc["input_ids"], enc["offset_mapping"]
     j = next(i for i, (a, b) in enumerate(offsets) if b > start and b > a)
-    inputs = prompt_inputs(loaded, [image], text)
-    full = inputs["input_ids"][0]
-    j_full = j + int((full == loaded.image_token_id).sum()) - sum(t == loaded.image_token_id for t in ids)
-    if int(full[j_full]) != ids[j]:
+    inputs = image_inputs(loaded, [image], text)[0]
+    full = inputs["input_ids"][0].tolist()
+    j_full = len(full) - (len(ids) - j)
+    if j_full < 1 or full[j_full:] != list(ids[j:]):
         raise ModelError(f"{loaded.path}: cannot align tokenizer offsets with processor input ids for {text!r}")
     return inputs, j_full
 
@@ -83,12 +118,13 @@ def gradcam(
     that predicts it (teacher-forced prompt + caption prefix). No parameter gradient is computed."""
     inputs, j = target_position(loaded, image, prompt, caption, name, synonyms)
     token_id = int(inputs["input_ids"][0, j])
-    inputs = {**inputs, "input_ids": inputs["input_ids"][:, :j], "attention_mask": inputs["attention_mask"][:, :j]}
+    layout = token_layout(loaded, inputs, image.shape[:2])
+    inputs = {k: v[:, :j] if k in loaded.family.token_keys else v for k, v in inputs.items()}  # the prefix before c
     mask = loaded.image_positions(inputs["input_ids"])
     with torch.enable_grad(), capture_image_activations(loaded.act_fns, mask, gradients=True) as rec:
-        loaded.model(**inputs).logits[0, -1, token_id].backward()
-    o = rec.stacked_activations()[0].float()
-    grad = rec.stacked_gradients()[0].float()
+        loaded.model(**inputs, position_ids=loaded.positions(inputs)).logits[0, -1, token_id].backward()
+    o = rec.activations_per_image()[0].float()
+    grad = rec.gradients_per_image()[0].float()
     return GradCam(
         gradcam=(o * grad).cpu().numpy(),
         activations=o.cpu().numpy(),
@@ -96,4 +132,5 @@ def gradcam(
         token=loaded.processor.tokenizer.convert_ids_to_tokens(token_id),
         position=j - 1,
         unit_logit=unit_logits(loaded, token_id),
+        layout=layout,
     )

@@ -13,7 +13,6 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import cv2
 import matplotlib.pyplot as plt
 import numpy as np
 
@@ -67,25 +66,40 @@ def plot_layer_distribution(counts: Mapping[str, Sequence[int]], out: str | os.P
 @dataclass(frozen=True)
 class HeatmapPanel:
     """One sample's row of Fig. 3: its original image (H, W, 3) uint8 and, for each top neuron (layer, unit),
-    that neuron's activation over the image positions (P,) = rows × cols of ``grid``."""
+    that neuron's activation at the image tokens (P,); ``regions`` (P, 4) [x0, y0, x1, y1] is the pixel region of
+    the original image each token covers (NaN: none), the token-to-pixel map of the model's family."""
 
     title: str
     image: np.ndarray
     neurons: Sequence[tuple[int, int]]
     traces: Sequence[np.ndarray]
-    grid: tuple[int, int]
+    regions: np.ndarray
 
 
-def mean_map(traces: Sequence[np.ndarray], grid: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
-    """The paper's heatmap: the mean of the neurons' traces (each (P,), P = rows × cols of ``grid``) on the grid,
-    upsampled bilinearly to ``size`` = (H, W): (H, W) float32."""
-    grid_map = np.mean(np.stack(traces), axis=0).reshape(grid).astype(np.float32)
-    return cv2.resize(grid_map, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+def token_map(values: np.ndarray, regions: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Token values (P,) painted over an (H, W) image: each pixel gets the mean value of the tokens whose region
+    holds its centre (a base-image token and a tile token may both cover it); NaN where no token does. (H, W)
+    float32."""
+    total, count = np.zeros(size, np.float64), np.zeros(size, np.int64)
+    for value, box in zip(values, regions, strict=True):
+        if not np.isfinite(box).all():
+            continue
+        c0, r0, c1, r1 = (int(np.ceil(v - 0.5)) for v in box)  # pixel x is covered when x0 <= x + 0.5 < x1
+        total[r0:r1, c0:c1] += value
+        count[r0:r1, c0:c1] += 1
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / count, np.nan).astype(np.float32)
+
+
+def mean_map(traces: Sequence[np.ndarray], regions: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The paper's heatmap: the mean of the neurons' traces (each (P,)) painted over the (H, W) = ``size`` image
+    through the token-to-pixel map ``regions`` (P, 4): (H, W) float32."""
+    return token_map(np.mean(np.stack(traces), axis=0), regions, size)
 
 
 def plot_heatmaps(panels: Sequence[HeatmapPanel], top: int, title: str, out: str | os.PathLike) -> None:
-    """Fig. 3: one row per sample: the image, the mean activation of its top neurons upsampled bilinearly over it
-    (the paper's map), then each top neuron's own activation on the token grid.
+    """Fig. 3: one row per sample: the image, the mean activation of its top neurons over it (the paper's map),
+    then each top neuron's own activation; every value sits on the pixels its token covers.
 
     Each heatmap has its own colour scale (its own min and max); an empty set gives a row with the image alone.
     """
@@ -94,17 +108,17 @@ def plot_heatmaps(panels: Sequence[HeatmapPanel], top: int, title: str, out: str
     for ax in axes.flat:
         ax.set_axis_off()
     for row, panel in zip(axes, panels, strict=False):
-        h, w = panel.image.shape[:2]
+        size = panel.image.shape[:2]
         row[0].imshow(panel.image)
         row[0].set_title(panel.title, fontsize=8)
         if not panel.traces:
             continue
         row[1].imshow(panel.image)
-        row[1].imshow(mean_map(panel.traces, panel.grid, (h, w)), cmap="jet", alpha=0.5)
+        row[1].imshow(mean_map(panel.traces, panel.regions, size), cmap="jet", alpha=0.5)
         row[1].set_title(f"mean of top {len(panel.traces)}", fontsize=8)
         for ax, (layer, unit), trace in zip(row[2:], panel.neurons, panel.traces, strict=False):
             ax.imshow(panel.image)
-            ax.imshow(trace.reshape(panel.grid), cmap="jet", alpha=0.5, extent=(0, w, h, 0), interpolation="nearest")
+            ax.imshow(token_map(trace, panel.regions, size), cmap="jet", alpha=0.5)
             ax.set_title(f"L{layer} #{unit}", fontsize=8)
     fig.suptitle(title, fontsize=10)
     _save(fig, out)

@@ -1,10 +1,10 @@
-"""Greedy captioning of images in batches: one prompt, so every row has the same length and needs no padding; rows
-leave the batch as their caption ends."""
+"""Greedy captioning of images in batches: each image processed alone, rows left-padded to one length (images of
+different sizes have different numbers of image tokens); rows leave the batch as their caption ends."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from typing import TypeVar
 
@@ -48,14 +48,53 @@ def adaptive_batches(n: int, batch_size: int | str, run: Callable[[slice], list[
     return out
 
 
-def prompt_inputs(loaded: LoadedModel, images: Sequence[np.ndarray], prompt: str) -> dict[str, torch.Tensor]:
-    """Processor inputs for (H, W, 3) uint8 RGB images with one text prompt (which holds the image token), on the
-    model's device; pixel values in the model's dtype (float16 / bfloat16 on a GPU)."""
-    inputs = loaded.processor(images=list(images), text=[prompt] * len(images), return_tensors="pt")
+def _on_device(loaded: LoadedModel, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Processor outputs on the model's device; floating tensors (pixels) in the model's dtype."""
     return {
         k: v.to(loaded.device, dtype=loaded.model.dtype) if v.is_floating_point() else v.to(loaded.device)
         for k, v in inputs.items()
     }
+
+
+def image_inputs(loaded: LoadedModel, images: Sequence[np.ndarray], prompt: str) -> list[dict[str, torch.Tensor]]:
+    """Each (H, W, 3) uint8 RGB image's own processor output with the text ``prompt`` (which holds the image
+    placeholder): a batch of one per image, on the model's device. Images may differ in size, and so in P.
+    ModelError if ``prompt`` lacks the processor's image placeholder."""
+    placeholder = getattr(loaded.processor, "image_token", None)
+    if placeholder and placeholder not in prompt:
+        raise ModelError(f"{loaded.path}: the prompt {prompt!r} lacks this processor's image placeholder {placeholder!r}")
+    return [_on_device(loaded, loaded.processor(images=[im], text=[prompt], return_tensors="pt")) for im in images]
+
+
+def collate(loaded: LoadedModel, parts: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """One batch from per-image processor outputs (each a batch of one): the family's per-token tensors (B, T)
+    left-padded to the longest row (``input_ids`` with the pad id, the others with 0, so the attention mask hides
+    the padding); every per-image tensor concatenated along its first dimension and zero-padded in the others
+    (LLaVA-NeXT's and Idefics3's tile counts; Qwen2-VL's flattened patches (Σ patches, C) and ``image_grid_thw``
+    simply concatenate)."""
+    pad_id = loaded.processor.tokenizer.pad_token_id
+    t = max(int(p["input_ids"].shape[1]) for p in parts)
+    batch = {}
+    for key in parts[0]:
+        tensors = [p[key] for p in parts]
+        if key in loaded.family.token_keys:
+            fill = pad_id if key == "input_ids" and pad_id is not None else 0
+            rows = [x.new_full((1, t), fill) for x in tensors]
+            for row, x in zip(rows, tensors, strict=True):
+                row[:, t - x.shape[1] :] = x
+        else:
+            shape = [max(int(x.shape[d]) for x in tensors) for d in range(1, tensors[0].ndim)]
+            rows = [x.new_zeros((x.shape[0], *shape)) for x in tensors]
+            for row, x in zip(rows, tensors, strict=True):
+                row[(slice(None), *(slice(0, n) for n in x.shape[1:]))] = x
+        batch[key] = torch.cat(rows)
+    return batch
+
+
+def prompt_inputs(loaded: LoadedModel, images: Sequence[np.ndarray], prompt: str) -> dict[str, torch.Tensor]:
+    """One batch of processor inputs for (H, W, 3) uint8 RGB images with one text ``prompt``: each image processed
+    alone, then collated (left-padded where P differs); on the model's device, pixels in the model's dtype."""
+    return collate(loaded, image_inputs(loaded, images, prompt))
 
 
 def _stop_ids(loaded: LoadedModel) -> torch.Tensor:
@@ -82,13 +121,13 @@ def generate_batch(
     """
     model = loaded.model
     ids = inputs["input_ids"]
-    attention = inputs.get("attention_mask", torch.ones_like(ids))
-    positions = (attention.long().cumsum(-1) - 1).clamp(min=0)
+    attention = inputs["attention_mask"]
+    positions = loaded.positions(inputs)  # (B, T), or (3, B, T) for M-RoPE
     with context(ids) if context else nullcontext():
         out = model(**inputs, position_ids=positions, use_cache=True, logits_to_keep=1)
     cache, stop = out.cache, _stop_ids(loaded)
     alive = torch.arange(ids.shape[0], device=ids.device)
-    position = positions[:, -1]
+    position = positions.reshape(-1, *ids.shape).amax(dim=(0, 2))  # each row's last position (padding holds 0)
     tokens = torch.zeros((ids.shape[0], max_new_tokens), dtype=torch.long, device=ids.device)
     lengths = [max_new_tokens] * ids.shape[0]  # new tokens before the end token
     step_token = out.logits[:, -1].argmax(-1)

@@ -13,17 +13,16 @@ import torch
 from torch import nn
 
 # edit(layer, O, rows, cols) changes O (B, T, d_ff) in place at the image positions O[rows, cols], where rows and
-# cols are (B, P) index tensors: row b's p-th image position is (rows[b, p], cols[b, p]). Edits touch only what
-# they change (a few units of a 7B model's (B, T, 11008) output, not a copy of it).
+# cols are (N,) index tensors over every image position of the batch, row by row (row b contributes its own P_b
+# positions, in order). Edits touch only what they change (a few units of a 7B model's (B, T, 11008) output).
 Edit = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], None]
 
 
 @contextmanager
 def edit_image_activations(act_fns: Sequence[nn.Module], image_mask: torch.Tensor, edit: Edit) -> Iterator[None]:
     """Within the block, let ``edit`` change each layer's O[l] at the image positions of ``image_mask`` (B, T) bool
-    (P positions in every row); the other positions keep their values."""
-    b = image_mask.shape[0]
-    rows, cols = (i.view(b, -1) for i in image_mask.nonzero(as_tuple=True))
+    (P_b positions in row b); the other positions keep their values."""
+    rows, cols = image_mask.nonzero(as_tuple=True)
 
     def make_hook(layer: int) -> Callable:
         def hook(_module: nn.Module, _inputs: tuple, output: torch.Tensor) -> torch.Tensor | None:
@@ -50,25 +49,26 @@ def zero_edit(_layer: int, output: torch.Tensor, rows: torch.Tensor, cols: torch
 
 
 class ImageActivations:
-    """What a capture recorded, per layer: O'[l] and (with gradients) ∂y/∂O'[l], each (B, P, d_ff)."""
+    """What a capture recorded, per layer: O'[l] and (with gradients) ∂y/∂O'[l] at every image position of the
+    batch, each (N, d_ff) with N = Σ_b P_b; ``counts`` (B,) holds each row's P_b."""
 
-    def __init__(self, n_layers: int) -> None:
+    def __init__(self, n_layers: int, counts: list[int]) -> None:
+        self.counts = counts
         self.activations: list[torch.Tensor | None] = [None] * n_layers
         self.gradients: list[torch.Tensor | None] = [None] * n_layers
 
-    @staticmethod
-    def _stack(parts: list[torch.Tensor | None], what: str) -> torch.Tensor:
+    def _per_image(self, parts: list[torch.Tensor | None], what: str) -> list[torch.Tensor]:
         if any(p is None for p in parts):
             raise RuntimeError(f"no {what} captured for some layer: did the forward (and backward) pass run?")
-        return torch.stack(parts, dim=1)  # type: ignore[arg-type]
+        return list(torch.stack(parts).split(self.counts, dim=1))  # type: ignore[arg-type]
 
-    def stacked_activations(self) -> torch.Tensor:
-        """O' of every layer, (B, L, P, d_ff)."""
-        return self._stack(self.activations, "activations")
+    def activations_per_image(self) -> list[torch.Tensor]:
+        """O' of every layer for each row b: (L, P_b, d_ff)."""
+        return self._per_image(self.activations, "activations")
 
-    def stacked_gradients(self) -> torch.Tensor:
-        """∂y/∂O' of every layer, (B, L, P, d_ff)."""
-        return self._stack(self.gradients, "gradients")
+    def gradients_per_image(self) -> list[torch.Tensor]:
+        """∂y/∂O' of every layer for each row b: (L, P_b, d_ff)."""
+        return self._per_image(self.gradients, "gradients")
 
 
 @contextmanager
@@ -77,15 +77,14 @@ def capture_image_activations(
 ) -> Iterator[ImageActivations]:
     """Record each layer's act_fn output at the image positions of ``image_mask`` (B, T) bool.
 
-    Every row must hold the same number P of image positions. With ``gradients=True`` a tensor hook inside the
+    Rows may hold different numbers of image positions. With ``gradients=True`` a tensor hook inside the
     forward hook also records the gradient reaching each O'[l] in the next backward pass; the output is made to
     require grad where nothing upstream does (so no parameter needs a gradient). Hooks are removed on exit.
     """
-    b = image_mask.shape[0]
-    rec = ImageActivations(len(act_fns))
+    rec = ImageActivations(len(act_fns), image_mask.sum(dim=1).tolist())
 
     def at_images(t: torch.Tensor) -> torch.Tensor:
-        return t[image_mask].reshape(b, -1, t.shape[-1])
+        return t[image_mask]
 
     def make_hook(layer: int) -> Callable:
         def hook(_module: nn.Module, _inputs: tuple, output: torch.Tensor) -> torch.Tensor | None:

@@ -1,4 +1,4 @@
-"""Loading a LLaVA-family model and its processor from a local directory, and the facts the method needs.
+"""Loading a VLM and its processor from a local directory with its family's adapter, and the facts the method needs.
 
 The same loader serves the embedded default's tiny captioner and a real ``llava-1.5-7b-hf`` directory: nothing is
 ever fetched from a hub (``local_files_only``), and nothing here knows which of the two it holds.
@@ -12,11 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
-from transformers import AutoModelForImageTextToText, AutoProcessor, PreTrainedModel, ProcessorMixin
+from transformers import AutoModelForImageTextToText, PreTrainedModel, ProcessorMixin
 
 from kneurons.errors import ModelError
+from kneurons.families import Family, family_for, grid_regions
 
 _WEIGHT_FILES = (
     "model.safetensors",
@@ -49,17 +51,21 @@ def check_model_dir(path: str | os.PathLike) -> Path:
 
 @dataclass
 class LoadedModel:
-    """A LLaVA-family model with its processor and the facts the method uses.
+    """A VLM with its processor, its family's adapter and the facts the method uses.
 
-    ``act_fns[l]`` is decoder layer l's ``mlp.act_fn`` module, whose output is O[l] of shape (B, T, d_ff).
+    ``act_fns[l]`` is decoder layer l's ``mlp.act_fn`` module, whose output is O[l] of shape (B, T, d_ff). The image
+    tokens of a row are where its ``input_ids`` hold ``image_token_id``: P is read from each image's processor
+    output and may differ between images. ``grid`` (rows, cols), if set, replaces the family's token-to-pixel map
+    by a regular grid over the whole image (MiniGPT-4-style strips).
     """
 
     model: PreTrainedModel
     processor: ProcessorMixin
     path: Path
+    family: Family
     act_fns: list[nn.Module]
     image_token_id: int
-    grid: tuple[int, int]
+    grid: tuple[int, int] | None = None
 
     @property
     def n_layers(self) -> int:
@@ -72,24 +78,35 @@ class LoadedModel:
         return int(self.model.config.get_text_config().intermediate_size)
 
     @property
-    def n_image_tokens(self) -> int:
-        """P, the number of image-token positions per image (rows × cols of the grid)."""
-        return self.grid[0] * self.grid[1]
-
-    @property
     def device(self) -> torch.device:
         return self.model.device
 
     def image_positions(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """(B, T) bool: where ``input_ids`` (B, T) hold the image token; P of them in every row."""
+        """(B, T) bool: where ``input_ids`` (B, T) hold the image token; ModelError if a row holds none."""
         mask = input_ids == self.image_token_id
-        counts = mask.sum(dim=1)
-        if not bool((counts == self.n_image_tokens).all()):
+        if not bool(mask.any(dim=1).all()):
             raise ModelError(
-                f"{self.path}: inputs hold {counts.tolist()} image tokens per row, but the grid "
-                f"{self.grid[0]}x{self.grid[1]} needs {self.n_image_tokens}; set model.grid in the config"
+                f"{self.path}: a prompt holds no image token (id {self.image_token_id}); "
+                "the prompt must contain the processor's image placeholder"
             )
         return mask
+
+    def positions(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The family's position ids for a (left-padded) batch of processor ``inputs``: (B, T) or (3, B, T)."""
+        return self.family.positions(self.model, inputs)
+
+    def regions(self, inputs: dict[str, torch.Tensor], size: tuple[int, int]) -> np.ndarray:
+        """(P, 4) [x0, y0, x1, y1] region of the (H, W) original image each image token of ``inputs`` (one image's
+        processor output) covers, NaN for a token that covers none (kneurons.families)."""
+        if self.grid is None:
+            return self.family.regions(self.model, self.processor, inputs, size)
+        p = int((inputs["input_ids"][0] == self.image_token_id).sum())
+        if p != self.grid[0] * self.grid[1]:
+            raise ModelError(
+                f"{self.path}: the image has {p} image tokens, but model.grid {self.grid[0]}x{self.grid[1]} "
+                f"covers {self.grid[0] * self.grid[1]}"
+            )
+        return grid_regions(*self.grid, (0, 0, size[1], size[0]))
 
 
 def decoder_act_fns(model: PreTrainedModel) -> list[nn.Module]:
@@ -111,49 +128,34 @@ def decoder_act_fns(model: PreTrainedModel) -> list[nn.Module]:
     return act_fns
 
 
-def image_grid(model: PreTrainedModel, grid: tuple[int, int] | None = None) -> tuple[int, int]:
-    """The (rows, cols) grid of image tokens: ``grid`` if given, else square from the vision config."""
-    if hasattr(model.config, "qformer_config"):
-        raise ModelError(
-            f"{type(model).__name__}: image features are Q-Former queries, not per-patch token positions; "
-            "per-position activations and heatmaps are undefined for it"
-        )
-    if grid is not None:
-        return int(grid[0]), int(grid[1])
-    vision = getattr(model.config, "vision_config", None)
-    if vision is None or not hasattr(vision, "image_size") or not hasattr(vision, "patch_size"):
-        raise ModelError(
-            f"{type(model).__name__}: no vision_config image_size/patch_size; give the heatmap grid in the config"
-        )
-    side = int(vision.image_size) // int(vision.patch_size)
-    return side, side
-
-
 def load_model(
     path: str | os.PathLike,
     device: str = "cpu",
     dtype: str = "float32",
     grid: tuple[int, int] | None = None,
 ) -> LoadedModel:
-    """Load model and processor from a local directory (never from a hub), in eval mode without parameter grads.
+    """Load model and processor from a local directory (never from a hub), in eval mode without parameter grads,
+    with the adapter of its family (config.json's ``model_type``).
 
-    Raises ModelError (one line naming the directory or module) for a missing or incomplete directory or a
-    decoder without per-layer ``mlp.act_fn`` modules.
+    Raises ModelError (one line naming the directory or module) for a missing or incomplete directory, a family
+    without an adapter or refused (Q-Former), or a decoder without per-layer ``mlp.act_fn`` modules.
     """
     path = check_model_dir(path)
     config = json.loads((path / "config.json").read_text())
+    family = family_for(str(config.get("model_type")), f"{path}/config.json")
     if "image_token_index" not in config and "image_token_id" not in config:
         raise ModelError(f"{path}: config.json has no image_token_id; image features must enter as token positions")
     model = AutoModelForImageTextToText.from_pretrained(path, local_files_only=True, dtype=getattr(torch, dtype))
-    processor = AutoProcessor.from_pretrained(path, local_files_only=True)
+    processor = family.load_processor(path)
     model.to(device).eval().requires_grad_(False)  # inference only: GradCAM needs activation gradients alone
     return LoadedModel(
         model=model,
         processor=processor,
         path=path,
+        family=family,
         act_fns=decoder_act_fns(model),
         image_token_id=int(model.config.image_token_id),
-        grid=image_grid(model, grid),
+        grid=(int(grid[0]), int(grid[1])) if grid else None,
     )
 
 

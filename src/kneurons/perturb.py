@@ -1,8 +1,9 @@
 """Perturbations of a neuron set at the image positions (DESIGN.md §2), batched over (perturbation, image) rows.
 
 Noise: for level n and seed s, v = n · r · z with z ~ N(0, I_P) from a generator seeded by s and r the run's
-reference scale (1 for absolute levels): the same v for every image and every neuron set at that (n, s), so every
-method gets the same dose. During the prompt pass, v[p] is added to O[l, p, i] for every (l, i) of the set and
+reference scale (1 for absolute levels): the same v for every neuron set at that (n, s), so every method gets the
+same dose. An image with P_b image tokens gets the first P_b values of that stream (every image of one size the
+same v). During the prompt pass, v[p] is added to O[l, p, i] for every (l, i) of the set and
 every image position p. Zero-ablation sets those O[l, p, i] to 0. Decode steps run untouched.
 """
 
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from kneurons.generation import adaptive_batches, generate_batch, prompt_inputs
+from kneurons.generation import adaptive_batches, collate, generate_batch, image_inputs
 from kneurons.hooks import edit_image_activations
 from kneurons.models import LoadedModel
 
@@ -44,7 +45,8 @@ def perturbations(levels: Sequence[float], seeds: int, ablation: bool) -> list[P
 
 
 def noise_vector(level: float, seed: int, n_positions: int) -> np.ndarray:
-    """v = level · z, z ~ N(0, I_P) from ``numpy.random.default_rng(seed)``: (P,) float32."""
+    """v = level · z, z ~ N(0, I_P) from ``numpy.random.default_rng(seed)``: (P,) float32 (a shorter P gives a
+    prefix of a longer one's z)."""
     return (level * np.random.default_rng(seed).standard_normal(n_positions)).astype(np.float32)
 
 
@@ -60,47 +62,49 @@ def layer_units(neurons: Sequence[Sequence], n_layers: int) -> list[np.ndarray]:
 def perturb_units(
     loaded: LoadedModel, input_ids: torch.Tensor, units: Sequence[np.ndarray], keep: torch.Tensor, noise: torch.Tensor
 ) -> Iterator[None]:
-    """Within the block, set O[l, p, i] ← keep[b] · O[l, p, i] + noise[b, p] for the set's units ``units[l]`` at
-    the image positions p of each row b: ``keep`` (B,) is 1 for noise rows and 0 for ablated rows, ``noise``
-    (B, P) is 0 for ablated rows. Rows of one batch may carry different perturbations."""
+    """Within the block, set O[l, p, i] ← keep[b] · O[l, p, i] + noise at the set's units ``units[l]`` and every
+    image position p of each row b: ``keep`` (B,) is 1 for noise rows and 0 for ablated rows; ``noise`` (N,) holds
+    the value at each image position of the batch, row by row (row b's P_b values; 0 for ablated rows). Rows of
+    one batch may carry different perturbations and different numbers of image positions."""
     device, dtype = loaded.device, loaded.model.dtype
     idx = [torch.as_tensor(u, device=device) for u in units]
-    keep = keep.to(device=device, dtype=dtype)[:, None, None]
-    noise = noise.to(device=device, dtype=dtype)[:, :, None]
+    mask = loaded.image_positions(input_ids)
+    keep = keep.to(device=device, dtype=dtype)[mask.nonzero(as_tuple=True)[0]][:, None]  # (N, 1)
+    noise = noise.to(device=device, dtype=dtype)[:, None]  # (N, 1)
 
     def edit(layer: int, out: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> None:
-        if len(idx[layer]):  # (B, P, n) elements: the set's units at the image positions only
-            at = (rows[..., None], cols[..., None], idx[layer])
+        if len(idx[layer]):  # (N, n) elements: the set's units at the image positions only
+            at = (rows[:, None], cols[:, None], idx[layer])
             out[at] = out[at] * keep + noise
 
-    with edit_image_activations(loaded.act_fns, loaded.image_positions(input_ids), edit):
+    with edit_image_activations(loaded.act_fns, mask, edit):
         yield
 
 
 def perturbed_batch(
     loaded: LoadedModel,
-    inputs: dict[str, torch.Tensor],
+    parts: Sequence[dict[str, torch.Tensor]],
     units: Sequence[np.ndarray],
     rows: Sequence[tuple[Perturbation, int]],
     reference_scale: float = 1.0,
     max_new_tokens: int = 32,
     generate: Callable[..., list[str]] = generate_batch,
 ) -> list[str]:
-    """Greedy captions of one batch of rows (perturbation, image index) with the set ``units`` perturbed; ``inputs``
-    are the processor outputs of the images (each tensor (N, ...)), noise levels in units of ``reference_scale``.
-    ``generate`` runs the batch (kneurons.generation.generate_batch)."""
-    p = loaded.n_image_tokens
-    noise = np.zeros((len(rows), p), np.float32)
-    for b, (pert, _) in enumerate(rows):
-        if pert.kind == NOISE:
-            noise[b] = noise_vector(pert.level * reference_scale, pert.seed, p)
+    """Greedy captions of one batch of rows (perturbation, image index) with the set ``units`` perturbed; ``parts``
+    are the images' own processor outputs (kneurons.generation.image_inputs), noise levels in units of
+    ``reference_scale``. ``generate`` runs the collated batch (kneurons.generation.generate_batch)."""
+    inputs = collate(loaded, [parts[i] for _, i in rows])
+    counts = loaded.image_positions(inputs["input_ids"]).sum(dim=1).tolist()
+    noise = [
+        noise_vector(pert.level * reference_scale, pert.seed, p) if pert.kind == NOISE else np.zeros(p, np.float32)
+        for (pert, _), p in zip(rows, counts, strict=True)
+    ]
     keep = torch.tensor([float(pert.kind == NOISE) for pert, _ in rows])
-    which = torch.tensor([i for _, i in rows], device=loaded.device)
     return generate(
         loaded,
-        {name: t[which] for name, t in inputs.items()},
+        inputs,
         max_new_tokens,
-        context=lambda ids: perturb_units(loaded, ids, units, keep, torch.from_numpy(noise)),
+        context=lambda ids: perturb_units(loaded, ids, units, keep, torch.from_numpy(np.concatenate(noise))),
     )
 
 
@@ -118,11 +122,11 @@ def perturbed_captions(
     rows per batch (halved on CUDA out-of-memory; "auto" starts large). Noise levels are in units of
     ``reference_scale``.
 
-    The images are processed once; each batch indexes their processor outputs.
+    Each image is processed once; each batch collates the processor outputs of its rows' images.
     """
-    inputs = prompt_inputs(loaded, images, prompt)
+    parts = image_inputs(loaded, images, prompt)
     return adaptive_batches(
         len(rows),
         batch_size,
-        lambda sl: perturbed_batch(loaded, inputs, units, rows[sl], reference_scale, max_new_tokens),
+        lambda sl: perturbed_batch(loaded, parts, units, rows[sl], reference_scale, max_new_tokens),
     )

@@ -73,14 +73,15 @@ def heatmaps_stage(
     out_png: str,
 ) -> None:
     """Rule heatmaps: for each sample of k, the top-``top`` neurons of N_k by activation difference (max_p V):
-    their mean O' upsampled over the original image (the paper's map) and each one's O'[l, :, i]."""
+    their mean O' over the original image (the paper's map) and each one's O'[l, :, i], each token's value on the
+    pixels the dump's token map says it covers."""
     records = records_by_id(annotations, images)
     panels = []
     for row in selected(read_tsv(selected_tsv)):
         nset = json.loads((Path(sets_dir) / f"{row.image_id}.json").read_text())
         dump = Path(activations_dir) / f"{row.image_id}.h5"
         attrs = read_dump(dump, [])[1]
-        record = read_dump(dump, ["v_max", *TRACE_DATASETS[str(attrs.get("mode", "full"))]])[0]
+        record = read_dump(dump, ["v_max", "token_regions", *TRACE_DATASETS[str(attrs.get("mode", "full"))]])[0]
         by_v = sorted(((layer, unit) for layer, unit, _ in nset["neurons"]), key=lambda n: -record["v_max"][n])
         neurons = by_v[:top]
         found = [(n, t) for n, t in zip(neurons, traces(record, neurons), strict=True) if t is not None]
@@ -90,7 +91,7 @@ def heatmaps_stage(
                 image=read_record(records[row.image_id]),
                 neurons=[n for n, _ in found],
                 traces=[t.astype(np.float32) for _, t in found],
-                grid=tuple(int(g) for g in attrs["grid"]),
+                regions=record["token_regions"],
             )
         )
     plot_heatmaps(panels, top, f"{name}: activation O' of the top-{top} neurons of N_k by max_p V", out_png)

@@ -10,8 +10,9 @@ from pathlib import Path
 
 from kneurons.captions import mentions
 from kneurons.coco import read_image, read_record
-from kneurons.dumps import gradcam, image_activations
+from kneurons.dumps import TokenLayout, gradcam, image_activations
 from kneurons.dumpstats import activation_record, gradcam_record
+from kneurons.errors import DataError
 from kneurons.generation import generate_captions
 from kneurons.h5io import write_dump
 from kneurons.io import atomic_path, per_image_files, write_text, write_tsv_rows
@@ -39,12 +40,12 @@ def caption_stage(
     write_tsv(out_tsv, rows)
 
 
-def _dump_attrs(loaded: LoadedModel, prompt: str, row: Candidate) -> dict:
+def _dump_attrs(loaded: LoadedModel, prompt: str, row: Candidate, layout: TokenLayout) -> dict:
     return {
         "model": str(loaded.path),
+        "family": loaded.family.name,
         "prompt": prompt,
-        "grid": list(loaded.grid),
-        "image_tokens": loaded.n_image_tokens,
+        "image_tokens": layout.n_tokens,
         "knowledge": row.knowledge,
         "image_id": row.image_id,
     }
@@ -61,16 +62,23 @@ def activations_stage(
     trace_share: float = 0.01,
 ) -> None:
     """Rule activations: ``{out_dir}/{image_id}.h5`` with the statistics of O' of the original and inpainted
-    image, and (``mode`` full) both O' (L, P, d_ff) f16 or (compact) the traces of the strongest neurons."""
+    image, and (``mode`` full) both O' (L, P, d_ff) f16 or (compact) the traces of the strongest neurons, and the
+    image's token layout (``token_positions`` (P,), ``token_regions`` (P, 4))."""
     records = records_by_id(annotations, images)
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
         for row in selected(read_tsv(selected_tsv)):
-            pair = image_activations(loaded, [read_record(records[row.image_id]), read_image(row.inpainted)], prompt)
+            pixels = [read_record(records[row.image_id]), read_image(row.inpainted)]
+            (original, layout), (inpainted, _) = image_activations(loaded, pixels, prompt)
+            if original.shape != inpainted.shape:
+                raise DataError(
+                    f"{row.inpainted}: {inpainted.shape[1]} image tokens against the original image's "
+                    f"{original.shape[1]}; the inpainted image must keep the original's size"
+                )
             write_dump(
                 tmp / f"{row.image_id}.h5",
-                activation_record(pair[0], pair[1], mode, trace_share),
-                _dump_attrs(loaded, prompt, row) | {"mode": mode},
+                activation_record(original, inpainted, mode, trace_share) | layout.record(),
+                _dump_attrs(loaded, prompt, row, layout) | {"mode": mode},
             )
 
 
@@ -92,13 +100,14 @@ def gradcam_stage(
         for row in selected(read_tsv(selected_tsv)):
             image = read_record(records[row.image_id])
             cam = gradcam(loaded, image, prompt, row.caption, row.knowledge, synonyms)
-            attrs = _dump_attrs(loaded, prompt, row) | {
+            attrs = _dump_attrs(loaded, prompt, row, cam.layout) | {
                 "token": cam.token,
                 "token_id": cam.token_id,
                 "position": cam.position,
                 "mode": mode,
             }
-            write_dump(tmp / f"{row.image_id}.h5", gradcam_record(cam.gradcam, cam.unit_logit, mode), attrs)
+            record = gradcam_record(cam.gradcam, cam.unit_logit, mode) | cam.layout.record()
+            write_dump(tmp / f"{row.image_id}.h5", record, attrs)
 
 
 def _caption_line(

@@ -1,0 +1,129 @@
+"""Tiny random-weight models of each supported family, built from configs (no hub) and saved with save_pretrained.
+
+Each builder writes a complete model directory (config, weights, processor, tokenizer) that ``load_model`` reads
+exactly as it reads a real checkpoint. The vocabulary is word-level over the synthetic captions' words plus the
+family's special tokens; sizes are a few thousand parameters so every test runs in seconds on one CPU thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from transformers import (
+    CLIPVisionConfig,
+    Idefics3Config,
+    Idefics3ForConditionalGeneration,
+    Idefics3Processor,
+    LlamaConfig,
+    LlavaNextConfig,
+    LlavaNextForConditionalGeneration,
+    LlavaNextProcessor,
+    PreTrainedTokenizerFast,
+    Qwen2VLConfig,
+    Qwen2VLForConditionalGeneration,
+)
+from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil
+from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
+from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+from kneurons.families import Qwen2VLImagesOnlyProcessor
+from kneurons.synth.captioner import build_tokenizer
+
+WORDS = ["the image shows a", "bear dog cat person car on grass sand snow and"]
+DECODER = {"hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 2, "num_attention_heads": 2}
+DECODER |= {"num_key_value_heads": 2, "max_position_embeddings": 4096}
+
+
+def _tokenizer(special: list[str]) -> PreTrainedTokenizerFast:
+    tok = build_tokenizer(WORDS)
+    tok.add_special_tokens({"additional_special_tokens": special})
+    return tok
+
+
+def _ids(tok: PreTrainedTokenizerFast) -> dict:
+    return {"bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id}
+
+
+def _save(model, processor, tok, out: Path) -> Path:
+    model.generation_config.update(**_ids(tok))
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    return out
+
+
+def llava_next(out: Path) -> Path:
+    """LLaVA-NeXT: 24 px base image and 24 px tiles of 6 px patches (16 tokens each), any-resolution pinpoints."""
+    tok = _tokenizer(["<image>"])
+    tok.image_token = "<image>"
+    pinpoints = [[24, 24], [24, 48], [48, 24], [48, 48]]
+    image_processor = LlavaNextImageProcessorPil(
+        size={"shortest_edge": 24}, crop_size={"height": 24, "width": 24}, image_grid_pinpoints=pinpoints
+    )
+    processor = LlavaNextProcessor(
+        image_processor=image_processor,
+        tokenizer=tok,
+        patch_size=6,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+        image_token="<image>",
+    )
+    vision = CLIPVisionConfig(
+        hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=24, patch_size=6
+    )
+    config = LlavaNextConfig(
+        vision_config=vision,
+        text_config=LlamaConfig(vocab_size=len(tok), **DECODER, **_ids(tok)),
+        image_token_id=tok.convert_tokens_to_ids("<image>"),
+        image_grid_pinpoints=pinpoints,
+        vision_feature_select_strategy="default",
+        vision_feature_layer=-1,
+    )
+    return _save(LlavaNextForConditionalGeneration(config), processor, tok, out)
+
+
+def qwen2_vl(out: Path) -> Path:
+    """Qwen2-VL: 14 px patches merged 2x2, images resized to multiples of 28 px between 28² and 112² pixels."""
+    special = ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
+    tok = _tokenizer(special)
+    tok.image_token, tok.video_token = "<|image_pad|>", "<|video_pad|>"
+    image_processor = Qwen2VLImageProcessorPil(min_pixels=28 * 28, max_pixels=112 * 112)
+    processor = Qwen2VLImagesOnlyProcessor(image_processor=image_processor, tokenizer=tok)
+    text = {k: v for k, v in DECODER.items()} | {"vocab_size": len(tok), **_ids(tok)}
+    text["rope_parameters"] = {"rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 10000.0}
+    ids = {t: tok.convert_tokens_to_ids(t) for t in special}
+    config = Qwen2VLConfig(
+        text_config=text,
+        vision_config={"depth": 1, "embed_dim": 16, "hidden_size": 32, "num_heads": 2, "mlp_ratio": 2},
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+    )
+    return _save(Qwen2VLForConditionalGeneration(config), processor, tok, out)
+
+
+def idefics3(out: Path) -> Path:
+    """Idefics3: 32 px tiles of 8 px patches, pixel shuffle 2 (4 tokens a tile), images up to 64 px split in tiles."""
+    rows_cols = [f"<row_{i + 1}_col_{j + 1}>" for i in range(6) for j in range(6)]
+    tok = _tokenizer(["<fake_token_around_image>", "<image>", "<end_of_utterance>", "<global-img>", *rows_cols])
+    image_processor = Idefics3ImageProcessorPil(
+        size={"longest_edge": 64}, max_image_size={"longest_edge": 32}, do_image_splitting=True
+    )
+    processor = Idefics3Processor(image_processor=image_processor, tokenizer=tok, image_seq_len=4)
+    vision = {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2}
+    config = Idefics3Config(
+        vision_config=vision | {"image_size": 32, "patch_size": 8},
+        text_config={"model_type": "llama", "vocab_size": len(tok), **DECODER, **_ids(tok)},
+        image_token_id=tok.convert_tokens_to_ids("<image>"),
+        scale_factor=2,
+    )
+    return _save(Idefics3ForConditionalGeneration(config), processor, tok, out)
+
+
+FAMILIES: dict[str, Callable[[Path], Path]] = {"llava_next": llava_next, "qwen2_vl": qwen2_vl, "idefics3": idefics3}
+PROMPTS = {
+    "llava_next": "<image>The image shows a",
+    "qwen2_vl": "<|vision_start|><|image_pad|><|vision_end|>The image shows a",
+    "idefics3": "<image>The image shows a",
+}
