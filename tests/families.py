@@ -1,8 +1,11 @@
 """Tiny random-weight models of each supported family, built from configs (no hub) and saved with save_pretrained.
 
 Each builder writes a complete model directory (config, weights, processor, tokenizer) that ``load_model`` reads
-exactly as it reads a real checkpoint. The vocabulary is word-level over the synthetic captions' words plus the
-family's special tokens; sizes are a few thousand parameters so every test runs in seconds on one CPU thread.
+exactly as it reads a real checkpoint. The vocabulary is word-level over a few caption words plus the family's
+special tokens; sizes are a few thousand parameters so every test runs in seconds on one CPU thread. Every vision
+tower is cut to its patch embeddings (no vision attention), so each image token depends on its own pixels only and
+a test can check the token-to-pixel map by changing pixels. Weights are drawn with a large spread so that captions
+depend on the image.
 """
 
 from __future__ import annotations
@@ -10,12 +13,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import torch
 from transformers import (
     CLIPVisionConfig,
     Idefics3Config,
     Idefics3ForConditionalGeneration,
     Idefics3Processor,
     LlamaConfig,
+    LlavaForConditionalGeneration,
     LlavaNextConfig,
     LlavaNextForConditionalGeneration,
     LlavaNextProcessor,
@@ -28,11 +33,11 @@ from transformers.models.llava_next.image_processing_pil_llava_next import Llava
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
 from kneurons.families import Qwen2VLImagesOnlyProcessor
-from kneurons.synth.captioner import build_tokenizer
+from kneurons.synth.captioner import CaptionerSettings, build_model, build_processor, build_tokenizer
 
 WORDS = ["the image shows a", "bear dog cat person car on grass sand snow and"]
 DECODER = {"hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 2, "num_attention_heads": 2}
-DECODER |= {"num_key_value_heads": 2, "max_position_embeddings": 4096}
+DECODER |= {"num_key_value_heads": 2, "max_position_embeddings": 4096, "initializer_range": 0.5}
 
 
 def _tokenizer(special: list[str]) -> PreTrainedTokenizerFast:
@@ -47,6 +52,8 @@ def _ids(tok: PreTrainedTokenizerFast) -> dict:
 
 def _save(model, processor, tok, out: Path) -> Path:
     model.generation_config.update(**_ids(tok))
+    with torch.no_grad():  # special tokens' logits near 0 among logits of spread ±1: captions of words
+        model.get_output_embeddings().weight[tok.all_special_ids] *= 0.05
     model.save_pretrained(out)
     processor.save_pretrained(out)
     return out
@@ -77,9 +84,20 @@ def llava_next(out: Path) -> Path:
         image_token_id=tok.convert_tokens_to_ids("<image>"),
         image_grid_pinpoints=pinpoints,
         vision_feature_select_strategy="default",
-        vision_feature_layer=-1,
+        vision_feature_layer=-2,  # hidden_states[0]: the patch embeddings
     )
     return _save(LlavaNextForConditionalGeneration(config), processor, tok, out)
+
+
+def llava(out: Path) -> Path:
+    """LLaVA-1.5 as llava-1.5-hf processes images: shortest edge resized to 24 px, centre crop 24 x 24, 6 px
+    patches (16 tokens)."""
+    tok = _tokenizer([])
+    settings = CaptionerSettings(image_size=24, patch_size=6, vision_hidden=16, hidden=32, intermediate=48, layers=2)
+    model = build_model(tok, settings)
+    model.config.text_config.initializer_range = 0.5
+    model = LlavaForConditionalGeneration(model.config)
+    return _save(model, build_processor(tok, settings), tok, out)
 
 
 def qwen2_vl(out: Path) -> Path:
@@ -94,7 +112,7 @@ def qwen2_vl(out: Path) -> Path:
     ids = {t: tok.convert_tokens_to_ids(t) for t in special}
     config = Qwen2VLConfig(
         text_config=text,
-        vision_config={"depth": 1, "embed_dim": 16, "hidden_size": 32, "num_heads": 2, "mlp_ratio": 2},
+        vision_config={"depth": 0, "embed_dim": 16, "hidden_size": 32, "num_heads": 2, "mlp_ratio": 2},
         image_token_id=ids["<|image_pad|>"],
         video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"],
@@ -111,7 +129,7 @@ def idefics3(out: Path) -> Path:
         size={"longest_edge": 64}, max_image_size={"longest_edge": 32}, do_image_splitting=True
     )
     processor = Idefics3Processor(image_processor=image_processor, tokenizer=tok, image_seq_len=4)
-    vision = {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2}
+    vision = {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 0, "num_attention_heads": 2}
     config = Idefics3Config(
         vision_config=vision | {"image_size": 32, "patch_size": 8},
         text_config={"model_type": "llama", "vocab_size": len(tok), **DECODER, **_ids(tok)},
@@ -121,8 +139,14 @@ def idefics3(out: Path) -> Path:
     return _save(Idefics3ForConditionalGeneration(config), processor, tok, out)
 
 
-FAMILIES: dict[str, Callable[[Path], Path]] = {"llava_next": llava_next, "qwen2_vl": qwen2_vl, "idefics3": idefics3}
+FAMILIES: dict[str, Callable[[Path], Path]] = {
+    "llava": llava,
+    "llava_next": llava_next,
+    "qwen2_vl": qwen2_vl,
+    "idefics3": idefics3,
+}
 PROMPTS = {
+    "llava": "<image>The image shows a",
     "llava_next": "<image>The image shows a",
     "qwen2_vl": "<|vision_start|><|image_pad|><|vision_end|>The image shows a",
     "idefics3": "<image>The image shows a",

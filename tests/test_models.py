@@ -97,7 +97,9 @@ def test_grid_is_configurable_and_checked(tiny_model_dir, tiny_split):
 def test_a_prompt_without_the_image_placeholder_is_refused(tiny_model_dir, tiny_split):
     loaded = load_model(tiny_model_dir)
     image = read_image(image_records(load_coco(tiny_split[0]), tiny_split[1])[0].path)
-    with pytest.raises(ModelError, match="the prompt 'the image shows a' lacks this processor's image placeholder '<image>'"):
+    with pytest.raises(
+        ModelError, match="the prompt 'the image shows a' lacks this processor's image placeholder '<image>'"
+    ):
         prompt_inputs(loaded, [image], "the image shows a")
     ids = torch.tensor([[1, 2, 3], [1, loaded.image_token_id, 3]])
     with pytest.raises(ModelError, match="a prompt holds no image token"):

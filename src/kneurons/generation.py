@@ -62,7 +62,9 @@ def image_inputs(loaded: LoadedModel, images: Sequence[np.ndarray], prompt: str)
     ModelError if ``prompt`` lacks the processor's image placeholder."""
     placeholder = getattr(loaded.processor, "image_token", None)
     if placeholder and placeholder not in prompt:
-        raise ModelError(f"{loaded.path}: the prompt {prompt!r} lacks this processor's image placeholder {placeholder!r}")
+        raise ModelError(
+            f"{loaded.path}: the prompt {prompt!r} lacks this processor's image placeholder {placeholder!r}"
+        )
     return [_on_device(loaded, loaded.processor(images=[im], text=[prompt], return_tensors="pt")) for im in images]
 
 
