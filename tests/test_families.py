@@ -205,3 +205,70 @@ def test_greedy_loop_equals_transformers_generate(family, images):
             out = loaded.model.generate(**inputs, do_sample=False, num_beams=1, max_new_tokens=6)
         expected = loaded.processor.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
         assert generate_captions(loaded, [image], PROMPTS[name], max_new_tokens=6) == [c.strip() for c in expected]
+
+
+def test_the_workflow_runs_on_a_qwen2_vl_model_with_forged_samples(tmp_path):
+    """The whole DAG on a tiny random Qwen2-VL (M-RoPE, flattened patches, its images-only processor): its captions
+    mention nothing, so the candidates' captions are forged after captioning; every later rule then runs on it."""
+    import h5py
+    import yaml
+
+    from kneurons.io import read_tsv_rows
+    from kneurons.samples import read_tsv, write_tsv
+
+    from .helpers import snakemake
+
+    torch.manual_seed(0)
+    model = FAMILIES["qwen2_vl"](tmp_path / "qwen2_vl")
+    overlay = tmp_path / "qwen.yaml"
+    overlay.write_text(yaml.safe_dump({
+        "model": {"path": str(model)},
+        "prompt": PROMPTS["qwen2_vl"],
+        "knowledge": ["bear"],
+        "samples": {"per_knowledge": 2, "max_candidates": 4},
+        "noise": {"levels": [2.0], "seeds": 1},
+        "thresholds": {"default": {"activation": "q0.9", "gradcam": "q0.5"}},
+    }))  # fmt: skip
+    from .helpers import TEST_CONFIG
+
+    work = tmp_path / "run"
+    captioned = "results/samples/bear/captioned.tsv"
+    first = snakemake(work, "--cores", "2", captioned, configs=(TEST_CONFIG, overlay))
+    assert first.returncode == 0, first.stderr[-3000:]
+    rows = read_tsv(work / captioned)
+    for r in rows:
+        if r.status != "rejected":
+            r.caption, r.inpainted_caption = "a bear on the grass", "the grass"
+    write_tsv(work / captioned, rows)
+    run = snakemake(work, "--cores", "2", configs=(TEST_CONFIG, overlay))
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert not (work / "results/model/captioner").exists()  # the configured model, no training
+    chosen = [r for r in read_tsv_rows(work / "results/samples/selected.tsv") if r["status"] == "selected"]
+    assert chosen
+    for r in chosen:
+        with h5py.File(work / f"results/activations/bear/{r['image_id']}.h5") as f:
+            p = int(f.attrs["image_tokens"])
+            assert f.attrs["family"] == "Qwen2-VL / Qwen2.5-VL" and f["original"].shape == (2, p, 48)
+            assert f["token_regions"].shape == (p, 4) and f["token_positions"].shape == (p,)
+        with h5py.File(work / f"results/gradcam/bear/{r['image_id']}.h5") as f:
+            assert f.attrs["token"] == "bear" and f["gradcam"].shape == (2, p, 48)
+    table2 = read_tsv_rows(work / "results/tables/table2.csv", delimiter=",")
+    assert {(r["method"], r["level"]) for r in table2 if r["knowledge"] == "bear"} >= {("ours", "ablation")}
+    assert (work / "results/figures/heatmaps/bear.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("overlay", ["llava-next-mistral-7b", "qwen2-vl-7b", "smolvlm-instruct"])
+def test_each_familys_checkpoint_config_is_valid_after_the_paper_config(overlay):
+    import yaml
+    from snakemake.utils import validate
+
+    from .helpers import DEFAULT_CONFIG, REPO
+
+    config = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    for path in (REPO / "config/coco2017-llava15.yaml", REPO / f"config/models/{overlay}.yaml"):
+        for key, value in yaml.safe_load(path.read_text()).items():
+            config[key] = {**config.get(key, {}), **value} if isinstance(value, dict) else value
+    validate(config, str(REPO / "config/schema.yaml"))
+    assert config["model"]["path"].startswith("/models/") and config["model"]["device"] == "cuda"
+    assert config["prompt"].count("<image>") + config["prompt"].count("<|image_pad|>") == 1
+    assert config["prompt"].endswith("The image shows a")
