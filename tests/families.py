@@ -15,9 +15,9 @@ from pathlib import Path
 
 import torch
 from transformers import (
+    AutoModelForImageTextToText,
     CLIPVisionConfig,
     Idefics3Config,
-    Idefics3ForConditionalGeneration,
     Idefics3Processor,
     LlamaConfig,
     LlavaForConditionalGeneration,
@@ -25,14 +25,19 @@ from transformers import (
     LlavaNextForConditionalGeneration,
     LlavaNextProcessor,
     PreTrainedTokenizerFast,
+    Qwen2_5_VLConfig,
+    Qwen2_5_VLProcessor,
     Qwen2VLConfig,
-    Qwen2VLForConditionalGeneration,
+    Qwen2VLProcessor,
+    SmolVLMConfig,
+    SmolVLMProcessor,
 )
 from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil
 from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+from transformers.models.smolvlm.image_processing_pil_smolvlm import SmolVLMImageProcessorPil
 
-from kneurons.families import Qwen2VLImagesOnlyProcessor
+from kneurons.families import images_only
 from kneurons.synth.captioner import CaptionerSettings, build_model, build_processor, build_tokenizer
 
 WORDS = ["the image shows a", "bear dog cat person car on grass sand snow and"]
@@ -56,6 +61,8 @@ def _save(model, processor, tok, out: Path) -> Path:
         model.get_output_embeddings().weight[tok.all_special_ids] *= 0.05
     model.save_pretrained(out)
     processor.save_pretrained(out)
+    config = out / "processor_config.json"  # as the real class writes it (an images-only processor names itself)
+    config.write_text(config.read_text().replace("ImagesOnly", ""))
     return out
 
 
@@ -100,54 +107,84 @@ def llava(out: Path) -> Path:
     return _save(model, build_processor(tok, settings), tok, out)
 
 
-def qwen2_vl(out: Path) -> Path:
-    """Qwen2-VL: 14 px patches merged 2x2, images resized to multiples of 28 px between 28² and 112² pixels."""
-    special = ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
-    tok = _tokenizer(special)
+QWEN_SPECIAL = ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
+
+
+def _qwen(out: Path, config_class, processor_class, vision: dict) -> Path:
+    tok = _tokenizer(QWEN_SPECIAL)
     tok.image_token, tok.video_token = "<|image_pad|>", "<|video_pad|>"
     image_processor = Qwen2VLImageProcessorPil(min_pixels=28 * 28, max_pixels=112 * 112)
-    processor = Qwen2VLImagesOnlyProcessor(image_processor=image_processor, tokenizer=tok)
-    text = {k: v for k, v in DECODER.items()} | {"vocab_size": len(tok), **_ids(tok)}
+    processor = images_only(processor_class)(image_processor=image_processor, tokenizer=tok, video_processor=None)
+    text = DECODER | {"vocab_size": len(tok), **_ids(tok)}
     text["rope_parameters"] = {"rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 10000.0}
-    ids = {t: tok.convert_tokens_to_ids(t) for t in special}
-    config = Qwen2VLConfig(
+    ids = {t: tok.convert_tokens_to_ids(t) for t in QWEN_SPECIAL}
+    config = config_class(
         text_config=text,
-        vision_config={"depth": 0, "embed_dim": 16, "hidden_size": 32, "num_heads": 2, "mlp_ratio": 2},
+        vision_config=vision,
         image_token_id=ids["<|image_pad|>"],
         video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"],
         vision_end_token_id=ids["<|vision_end|>"],
     )
-    return _save(Qwen2VLForConditionalGeneration(config), processor, tok, out)
+    return _save(AutoModelForImageTextToText.from_config(config), processor, tok, out)
 
 
-def idefics3(out: Path) -> Path:
-    """Idefics3: 32 px tiles of 8 px patches, pixel shuffle 2 (4 tokens a tile), images up to 64 px split in tiles."""
-    rows_cols = [f"<row_{i + 1}_col_{j + 1}>" for i in range(6) for j in range(6)]
-    tok = _tokenizer(["<fake_token_around_image>", "<image>", "<end_of_utterance>", "<global-img>", *rows_cols])
-    image_processor = Idefics3ImageProcessorPil(
+def qwen2_vl(out: Path) -> Path:
+    """Qwen2-VL: 14 px patches merged 2x2, images resized to multiples of 28 px between 28² and 112² pixels."""
+    vision = {"depth": 0, "embed_dim": 16, "hidden_size": 32, "num_heads": 2, "mlp_ratio": 2}
+    return _qwen(out, Qwen2VLConfig, Qwen2VLProcessor, vision)
+
+
+def qwen2_5_vl(out: Path) -> Path:
+    """Qwen2.5-VL: as Qwen2-VL, with its own vision tower (window attention, cut here) and processor class."""
+    vision = {"depth": 0, "hidden_size": 16, "intermediate_size": 32, "num_heads": 2, "out_hidden_size": 32}
+    return _qwen(out, Qwen2_5_VLConfig, Qwen2_5_VLProcessor, vision | {"fullatt_block_indexes": []})
+
+
+ROW_COL = [f"<row_{i + 1}_col_{j + 1}>" for i in range(6) for j in range(6)]
+
+
+def _idefics(out: Path, config_class, processor_class, image_processor_class) -> Path:
+    tok = _tokenizer(["<fake_token_around_image>", "<image>", "<end_of_utterance>", "<global-img>", *ROW_COL])
+    image_processor = image_processor_class(
         size={"longest_edge": 64}, max_image_size={"longest_edge": 32}, do_image_splitting=True
     )
-    processor = Idefics3Processor(image_processor=image_processor, tokenizer=tok, image_seq_len=4)
+    videos = {"video_processor": None} if "video_processor" in processor_class.get_attributes() else {}
+    processor = images_only(processor_class) if videos else processor_class
+    processor = processor(image_processor=image_processor, tokenizer=tok, image_seq_len=4, **videos)
     vision = {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 0, "num_attention_heads": 2}
-    config = Idefics3Config(
+    config = config_class(
         vision_config=vision | {"image_size": 32, "patch_size": 8},
         text_config={"model_type": "llama", "vocab_size": len(tok), **DECODER, **_ids(tok)},
         image_token_id=tok.convert_tokens_to_ids("<image>"),
         scale_factor=2,
     )
-    return _save(Idefics3ForConditionalGeneration(config), processor, tok, out)
+    return _save(AutoModelForImageTextToText.from_config(config), processor, tok, out)
+
+
+def idefics3(out: Path) -> Path:
+    """Idefics3: 32 px tiles of 8 px patches, pixel shuffle 2 (4 tokens a tile), images up to 64 px split in tiles."""
+    return _idefics(out, Idefics3Config, Idefics3Processor, Idefics3ImageProcessorPil)
+
+
+def smolvlm(out: Path) -> Path:
+    """SmolVLM (model_type smolvlm): Idefics3's layout with its own classes."""
+    return _idefics(out, SmolVLMConfig, SmolVLMProcessor, SmolVLMImageProcessorPil)
 
 
 FAMILIES: dict[str, Callable[[Path], Path]] = {
     "llava": llava,
     "llava_next": llava_next,
     "qwen2_vl": qwen2_vl,
+    "qwen2_5_vl": qwen2_5_vl,
     "idefics3": idefics3,
+    "smolvlm": smolvlm,
 }
 PROMPTS = {
     "llava": "<image>The image shows a",
     "llava_next": "<image>The image shows a",
     "qwen2_vl": "<|vision_start|><|image_pad|><|vision_end|>The image shows a",
+    "qwen2_5_vl": "<|vision_start|><|image_pad|><|vision_end|>The image shows a",
     "idefics3": "<image>The image shows a",
+    "smolvlm": "<image>The image shows a",
 }

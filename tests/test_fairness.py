@@ -188,10 +188,15 @@ def test_dose_response_figure_and_statement(tmp_path):
     assert statement in (tmp_path / "dose.md").read_text()
 
 
-def test_mean_map_averages_traces_and_upsamples_bilinearly():
-    traces = [np.array([0.0, 2.0, 4.0, 6.0]), np.array([2.0, 2.0, 2.0, 2.0])]
-    got = mean_map(traces, (2, 2), (8, 8))
+def test_mean_map_averages_traces_over_each_tokens_region():
+    traces = [np.array([0.0, 2.0, 4.0, 6.0, 9.0]), np.array([2.0, 2.0, 2.0, 2.0, 3.0])]
+    # a 2 x 2 grid over an 8 x 8 image, then a token over the top-left 4 x 4 block again, then one without pixels
+    regions = np.array([[0, 0, 4, 4], [4, 0, 8, 4], [0, 4, 4, 8], [4, 4, 8, 8], [0, 0, 4, 4]], dtype=np.float64)
+    regions = np.vstack([regions, [[np.nan] * 4]])
+    traces = [np.append(t, 100.0) for t in traces]
+    got = mean_map(traces, regions, (8, 8))
     assert got.shape == (8, 8)
-    assert got[0, 0] == pytest.approx(1.0) and got[-1, -1] == pytest.approx(4.0)
-    assert 1.0 < got[3, 3] < 4.0  # interpolated in between, not a nearest-neighbour block
-    assert len(np.unique(got)) > 4
+    assert got[0, 0] == pytest.approx((1.0 + 6.0) / 2)  # the two tokens over that pixel, averaged
+    assert got[0, 7] == pytest.approx(2.0) and got[7, 0] == pytest.approx(3.0) and got[7, 7] == pytest.approx(4.0)
+    assert np.isfinite(got).all() and got.max() < 100  # the token without pixels is drawn nowhere
+    assert len(np.unique(got)) == 4

@@ -22,8 +22,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from transformers import AutoProcessor, PreTrainedModel, ProcessorMixin, Qwen2VLProcessor
+import transformers
+from transformers import PreTrainedModel, ProcessorMixin
 from transformers.image_processing_utils import get_patch_output_size, select_best_resolution
+from transformers.models.auto.processing_auto import PROCESSOR_MAPPING_NAMES
 from transformers.models.llava_next.modeling_llava_next import unpad_image
 
 from kneurons.errors import ModelError
@@ -87,6 +89,23 @@ def _patch_grid_regions(ip: Any, size: tuple[int, int], side: int) -> np.ndarray
     return clip_regions(np.stack([x[:, 0], y[:, 0], x[:, 1], y[:, 1]], axis=1), size)
 
 
+def images_only(cls: type[ProcessorMixin]) -> type[ProcessorMixin]:
+    """A processor class like ``cls`` without its video processor (pass ``video_processor=None``): the same image
+    processor, tokenizer and settings, the same outputs for images. Video processors need torchvision, which cannot
+    be installed beside the CPU build of torch this project pins, and kneurons never processes a video (Qwen2-VL,
+    Qwen2.5-VL, SmolVLM)."""
+
+    class ImagesOnly(cls):  # type: ignore[valid-type, misc]
+        __doc__ = images_only.__doc__
+
+        @classmethod
+        def get_attributes(klass) -> list[str]:
+            return [a for a in super().get_attributes() if a != "video_processor"]
+
+    ImagesOnly.__name__ = ImagesOnly.__qualname__ = f"{cls.__name__}ImagesOnly"
+    return ImagesOnly
+
+
 @dataclass(frozen=True)
 class Family:
     """A family of VLMs whose image tokens are positions of one image token id in ``input_ids``.
@@ -100,9 +119,13 @@ class Family:
     token_keys: tuple[str, ...] = ("input_ids", "attention_mask")
     checkpoint: str = ""
 
-    def load_processor(self, path: str | os.PathLike) -> ProcessorMixin:
-        """The model directory's processor (never from a hub)."""
-        return AutoProcessor.from_pretrained(path, local_files_only=True)
+    def load_processor(self, path: str | os.PathLike, model_type: str) -> ProcessorMixin:
+        """The model directory's processor (never from a hub): transformers' processor class of ``model_type``,
+        without its video half where it has one (``images_only``)."""
+        cls = getattr(transformers, PROCESSOR_MAPPING_NAMES[model_type])
+        if "video_processor" in cls.get_attributes():
+            return images_only(cls).from_pretrained(path, local_files_only=True, video_processor=None)
+        return cls.from_pretrained(path, local_files_only=True)
 
     def positions(self, model: PreTrainedModel, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """Position ids of a (possibly left-padded) batch: (B, T), counting the attended tokens only."""
@@ -166,20 +189,9 @@ class LlavaNext(Family):
         return _checked(clip_regions(np.concatenate([base, tiles]), size), model, inputs, self.name)
 
 
-class Qwen2VLImagesOnlyProcessor(Qwen2VLProcessor):
-    """Qwen2-VL's processor for images alone. Its video half needs torchvision, which cannot be installed beside
-    the CPU build of torch this project pins; images never touch it."""
-
-    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
-        super().__init__(image_processor, tokenizer, None, chat_template=chat_template, **kwargs)
-
-
 class Qwen2VL(Family):
     """Qwen2-VL / Qwen2.5-VL: the image resized to multiples of patch · merge, patches merged merge × merge into
     one token, on the grid ``image_grid_thw`` the processor reports; M-RoPE position ids (3, B, T)."""
-
-    def load_processor(self, path):
-        return Qwen2VLImagesOnlyProcessor.from_pretrained(path, local_files_only=True)
 
     def positions(self, model, inputs):
         ids, _ = model.model.get_rope_index(

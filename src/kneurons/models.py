@@ -142,11 +142,12 @@ def load_model(
     """
     path = check_model_dir(path)
     config = json.loads((path / "config.json").read_text())
-    family = family_for(str(config.get("model_type")), f"{path}/config.json")
+    model_type = str(config.get("model_type"))
+    family = family_for(model_type, f"{path}/config.json")
     if "image_token_index" not in config and "image_token_id" not in config:
         raise ModelError(f"{path}: config.json has no image_token_id; image features must enter as token positions")
     model = AutoModelForImageTextToText.from_pretrained(path, local_files_only=True, dtype=getattr(torch, dtype))
-    processor = family.load_processor(path)
+    processor = family.load_processor(path, model_type)
     model.to(device).eval().requires_grad_(False)  # inference only: GradCAM needs activation gradients alone
     return LoadedModel(
         model=model,
