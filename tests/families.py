@@ -24,16 +24,20 @@ from transformers import (
     LlavaNextConfig,
     LlavaNextForConditionalGeneration,
     LlavaNextProcessor,
+    LlavaOnevisionConfig,
+    LlavaOnevisionProcessor,
     PreTrainedTokenizerFast,
     Qwen2_5_VLConfig,
     Qwen2_5_VLProcessor,
     Qwen2VLConfig,
     Qwen2VLProcessor,
+    SiglipVisionConfig,
     SmolVLMConfig,
     SmolVLMProcessor,
 )
 from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil
 from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
+from transformers.models.llava_onevision.image_processing_pil_llava_onevision import LlavaOnevisionImageProcessorPil
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 from transformers.models.smolvlm.image_processing_pil_smolvlm import SmolVLMImageProcessorPil
 
@@ -94,6 +98,37 @@ def llava_next(out: Path) -> Path:
         vision_feature_layer=-2,  # hidden_states[0]: the patch embeddings
     )
     return _save(LlavaNextForConditionalGeneration(config), processor, tok, out)
+
+
+def llava_onevision(out: Path) -> Path:
+    """LLaVA-OneVision: SigLIP-style tower without CLS (24 px, 6 px patches), base image squeezed to 24 x 24, tiles
+    up to 48 x 48; ``anyres_max_1`` resamples the tile grid of larger images down to about one tile's cells."""
+    tok = _tokenizer(["<image>", "<video>"])
+    tok.image_token, tok.video_token = "<image>", "<video>"
+    pinpoints = [[24, 24], [24, 48], [48, 24], [48, 48]]
+    image_processor = LlavaOnevisionImageProcessorPil(size={"height": 24, "width": 24}, image_grid_pinpoints=pinpoints)
+    processor = images_only(LlavaOnevisionProcessor)(
+        image_processor=image_processor,
+        tokenizer=tok,
+        video_processor=None,
+        num_image_tokens=16,
+        vision_feature_select_strategy="full",
+        vision_aspect_ratio="anyres_max_1",
+    )
+    vision = SiglipVisionConfig(
+        hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=24, patch_size=6
+    )
+    config = LlavaOnevisionConfig(
+        vision_config=vision,
+        text_config=LlamaConfig(vocab_size=len(tok), **DECODER, **_ids(tok)),
+        image_token_id=tok.convert_tokens_to_ids("<image>"),
+        video_token_id=tok.convert_tokens_to_ids("<video>"),
+        image_grid_pinpoints=pinpoints,
+        vision_feature_select_strategy="full",
+        vision_feature_layer=-2,  # hidden_states[0]: the patch embeddings
+        vision_aspect_ratio="anyres_max_1",
+    )
+    return _save(AutoModelForImageTextToText.from_config(config), processor, tok, out)
 
 
 def llava(out: Path) -> Path:
@@ -175,6 +210,7 @@ def smolvlm(out: Path) -> Path:
 FAMILIES: dict[str, Callable[[Path], Path]] = {
     "llava": llava,
     "llava_next": llava_next,
+    "llava_onevision": llava_onevision,
     "qwen2_vl": qwen2_vl,
     "qwen2_5_vl": qwen2_5_vl,
     "idefics3": idefics3,
@@ -182,6 +218,7 @@ FAMILIES: dict[str, Callable[[Path], Path]] = {
 }
 PROMPTS = {
     "llava": "<image>The image shows a",
+    "llava_onevision": "<image>The image shows a",
     "llava_next": "<image>The image shows a",
     "qwen2_vl": "<|vision_start|><|image_pad|><|vision_end|>The image shows a",
     "qwen2_5_vl": "<|vision_start|><|image_pad|><|vision_end|>The image shows a",

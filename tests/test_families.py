@@ -189,7 +189,7 @@ def test_token_map_covers_the_image(family, images):
         else:
             assert covered.all(), (name, image.shape)
         nan_tokens = int((~np.isfinite(layout.regions).all(axis=1)).sum())
-        if name == "llava_next":  # one newline token per row of the tile grid, and nothing else without a region
+        if name in ("llava_next", "llava_onevision"):  # one newline token per row of the tile grid, nothing else
             tokens = np.asarray(image_inputs(loaded, [image], PROMPTS[name])[0]["input_ids"][0])
             assert nan_tokens > 0 and nan_tokens < layout.n_tokens / 4
             assert (tokens == loaded.image_token_id).sum() == layout.n_tokens
@@ -257,7 +257,9 @@ def test_the_workflow_runs_on_a_qwen2_vl_model_with_forged_samples(tmp_path):
     assert (work / "results/figures/heatmaps/bear.png").stat().st_size > 0
 
 
-@pytest.mark.parametrize("overlay", ["llava-next-mistral-7b", "qwen2-vl-7b", "smolvlm-instruct"])
+@pytest.mark.parametrize(
+    "overlay", ["llava-next-mistral-7b", "llava-onevision-qwen2-7b", "qwen2-vl-7b", "smolvlm-instruct"]
+)
 def test_each_familys_checkpoint_config_is_valid_after_the_paper_config(overlay):
     import yaml
     from snakemake.utils import validate

@@ -117,7 +117,6 @@ class Family:
     name: str
     model_types: tuple[str, ...]
     token_keys: tuple[str, ...] = ("input_ids", "attention_mask")
-    checkpoint: str = ""
 
     def load_processor(self, path: str | os.PathLike, model_type: str) -> ProcessorMixin:
         """The model directory's processor (never from a hub): transformers' processor class of ``model_type``,
@@ -159,33 +158,46 @@ class Llava(Family):
 
 
 class LlavaNext(Family):
-    """LLaVA-NeXT: the base image's grid, then the any-resolution tiles' grid with padding removed and a newline
-    token after each row (``pack_image_features``)."""
+    """LLaVA-NeXT / OneVision: the base image's grid, then the any-resolution tiles' grid with the padding removed
+    (OneVision: resampled to fewer rows and columns when it has more than ``anyres_max_N`` tiles' worth of cells)
+    and a newline token after each row (``pack_image_features``)."""
 
     def regions(self, model, processor, inputs, size):
-        ip, vision = processor.image_processor, model.config.vision_config
-        side = int(vision.image_size) // int(vision.patch_size)
+        ip, config = processor.image_processor, model.config
+        side = int(config.vision_config.image_size) // int(config.vision_config.patch_size)
         h, w = (int(v) for v in inputs["image_sizes"][0])
         if (h, w) != tuple(size):
             raise ModelError(f"{self.name}: processor image size {(h, w)} differs from the image's {tuple(size)}")
-        s = int(ip.size.get("shortest_edge") or ip.size["height"])
-        crop = dict(ip.crop_size)
-        top, left = _center_crop_offsets((s, s), crop)  # the base image: squeezed to s × s, then cropped
-        base = grid_regions(side, side, (0, 0, crop["width"], crop["height"]))
-        base[:, [0, 2]] = (base[:, [0, 2]] + left) * w / s
-        base[:, [1, 3]] = (base[:, [1, 3]] + top) * h / s
-        pinpoints = model.config.image_grid_pinpoints
-        bh, bw = select_best_resolution((h, w), pinpoints)
+        s_h, s_w = (
+            (int(ip.size["height"]), int(ip.size["width"]))
+            if ip.size.get("height")
+            else (ip.size["shortest_edge"],) * 2
+        )
+        top, left, c_h, c_w = 0, 0, s_h, s_w  # the base image: squeezed to s_h × s_w, then (LLaVA-NeXT) cropped
+        if getattr(ip, "do_center_crop", False):
+            top, left = _center_crop_offsets((s_h, s_w), dict(ip.crop_size))
+            c_h, c_w = int(ip.crop_size["height"]), int(ip.crop_size["width"])
+        base = grid_regions(side, side, (0, 0, c_w, c_h))
+        base[:, [0, 2]] = (base[:, [0, 2]] + left) * w / s_w
+        base[:, [1, 3]] = (base[:, [1, 3]] + top) * h / s_h
+        bh, bw = select_best_resolution((h, w), config.image_grid_pinpoints)
         nh, nw = get_patch_output_size(np.broadcast_to(np.uint8(0), (1, h, w)), (bh, bw), "channels_first")
-        tile = int(vision.image_size)
+        tile = int(config.vision_config.image_size)
         rows, cols = (bh // tile) * side, (bw // tile) * side
-        index = torch.arange(rows * cols).view(1, rows, cols)
-        kept = unpad_image(index, (h, w))[0]  # the feature cells the model keeps, (rows', cols')
+        kept = unpad_image(torch.arange(rows * cols).view(1, rows, cols), (h, w))[0]  # the cells the model keeps
         cells = grid_regions(rows, cols, (0, 0, bw, bh))[kept.flatten().numpy()]
+        box = (cells[:, 0].min(), cells[:, 1].min(), cells[:, 2].max(), cells[:, 3].max())  # on the padded canvas
+        out_rows, out_cols = kept.shape
+        max_tiles = str(getattr(config, "vision_aspect_ratio", "") or "")
+        if max_tiles.startswith("anyres_max_"):  # OneVision: bilinear down to fewer cells over the same area
+            ratio = math.sqrt(out_rows * out_cols / (int(max_tiles.removeprefix("anyres_max_")) * side**2))
+            if ratio > 1.1:
+                out_rows, out_cols = int(out_rows // ratio), int(out_cols // ratio)
+        cells = grid_regions(out_rows, out_cols, box)
         cells[:, [0, 2]] = (cells[:, [0, 2]] - (bw - nw) // 2) * w / nw
         cells[:, [1, 3]] = (cells[:, [1, 3]] - (bh - nh) // 2) * h / nh
-        newline = np.full((kept.shape[0], 1, 4), np.nan)
-        tiles = np.concatenate([cells.reshape(*kept.shape, 4), newline], axis=1).reshape(-1, 4)
+        newline = np.full((out_rows, 1, 4), np.nan)
+        tiles = np.concatenate([cells.reshape(out_rows, out_cols, 4), newline], axis=1).reshape(-1, 4)
         return _checked(clip_regions(np.concatenate([base, tiles]), size), model, inputs, self.name)
 
 
@@ -241,15 +253,14 @@ class Refused:
 
 
 FAMILIES: tuple[Family, ...] = (
-    Llava("LLaVA-1.5", ("llava",), checkpoint="llava-hf/llava-1.5-7b-hf"),
-    LlavaNext("LLaVA-NeXT", ("llava_next",), checkpoint="llava-hf/llava-v1.6-mistral-7b-hf"),
+    Llava("LLaVA-1.5", ("llava",)),
+    LlavaNext("LLaVA-NeXT / OneVision", ("llava_next", "llava_onevision")),
     Qwen2VL(
         "Qwen2-VL / Qwen2.5-VL",
         ("qwen2_vl", "qwen2_5_vl"),
         token_keys=("input_ids", "attention_mask", "mm_token_type_ids"),
-        checkpoint="Qwen/Qwen2-VL-7B-Instruct",
     ),
-    Idefics3("Idefics3 / SmolVLM", ("idefics3", "smolvlm"), checkpoint="HuggingFaceTB/SmolVLM-Instruct"),
+    Idefics3("Idefics3 / SmolVLM", ("idefics3", "smolvlm")),
 )
 REFUSED: tuple[Refused, ...] = (
     Refused(
