@@ -13,7 +13,7 @@ from kneurons.dumps import gradcam, image_activations, token_layout
 from kneurons.figures import token_map
 from kneurons.generation import collate, generate_captions, image_inputs
 from kneurons.models import LoadedModel, load_model
-from kneurons.perturb import Perturbation, layer_units, perturbations, perturbed_captions
+from kneurons.perturb import Perturbation, layer_units, noise_vector, perturbations, perturbed_batch, perturbed_captions
 
 from .families import FAMILIES, PROMPTS
 
@@ -274,3 +274,34 @@ def test_each_familys_checkpoint_config_is_valid_after_the_paper_config(overlay)
     assert config["model"]["path"].startswith("/models/") and config["model"]["device"] == "cuda"
     assert config["prompt"].count("<image>") + config["prompt"].count("<|image_pad|>") == 1
     assert config["prompt"].endswith("The image shows a")
+
+
+def test_each_row_gets_the_noise_of_its_own_length(family, images):
+    """Rows of one batch with different P: row b's set units get v = level · z[:P_b] at its image positions (z from
+    the seed), an ablated row gets 0 there, and nothing else moves."""
+    name, loaded = family
+    parts = image_inputs(loaded, images, PROMPTS[name])
+    units = layer_units([[0, 3], [0, 11]], loaded.n_layers)
+    rows = [(Perturbation("noise", 2.0, 5), i) for i in range(len(images))] + [(Perturbation("ablation"), 1)]
+    seen: dict = {}
+
+    def prompt_pass_only(loaded, inputs, max_new_tokens, context):
+        mask = loaded.image_positions(inputs["input_ids"])
+        hook = lambda _m, _i, out: seen.__setitem__("o", out[mask].split(mask.sum(1).tolist()))  # noqa: E731
+        with torch.no_grad(), context(inputs["input_ids"]):
+            handle = loaded.act_fns[0].register_forward_hook(hook)  # after the perturbation's hook
+            try:
+                loaded.model(**inputs, position_ids=loaded.positions(inputs))
+            finally:
+                handle.remove()
+        return [""] * len(mask)
+
+    perturbed_batch(loaded, parts, units, rows, 0.5, 1, prompt_pass_only)
+    clean = image_activations(loaded, images, PROMPTS[name])
+    for (pert, i), got in zip(rows, seen["o"], strict=True):
+        o = clean[i][0][0]  # (P_i, d_ff) at layer 0, unperturbed
+        delta = got.numpy() - o
+        for unit in (3, 11):
+            want = noise_vector(1.0, 5, len(o)) if pert.kind == "noise" else -o[:, unit]  # level 2 x r 0.5; ablation
+            np.testing.assert_allclose(delta[:, unit], want, rtol=1e-4, atol=1e-5)
+        assert np.abs(np.delete(delta, [3, 11], axis=1)).max() < 1e-5
