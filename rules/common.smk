@@ -2,7 +2,12 @@
 
 import glob
 
-from kneurons.preflight import discard_dump_dirs, incomplete_dumps, missing_paths
+from kneurons.preflight import (
+    discard_dump_dirs,
+    incomplete_dumps,
+    missing_paths,
+    model_family_problem,
+)
 from kneurons.reporting import example_level
 from kneurons.samples import read_tsv
 from kneurons.neuronsets import BASELINES, METHODS, SET_KINDS
@@ -44,6 +49,7 @@ if workflow.is_main_process:
         [p for s in SYNTH_SPLITS for p in synth_split_files(s).values()]
         + [TRAINED_MODEL],
     )
+    problems += filter(None, [model_family_problem(MODEL)])
     if problems:
         sys.exit("\n".join(f"kneurons: {p}" for p in problems))
     for line in discard_dump_dirs(

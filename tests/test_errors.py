@@ -206,3 +206,19 @@ def test_incomplete_model_directory(tmp_path, coco, tiny_model_dir):
     work, proc = run_target(tmp_path, coco, f"results/samples/{k}/captioned.tsv")
     assert_one_error(proc, "caption_candidates", f"{broken}: incomplete model directory, missing weights")
     no_partial_output(work, f"results/samples/{k}/captioned.tsv")
+
+
+def test_a_qformer_model_is_refused_before_any_job(tmp_path, coco, tiny_model_dir):
+    qformer = tmp_path / "blip2"
+    shutil.copytree(tiny_model_dir, qformer)
+    config = json.loads((qformer / "config.json").read_text())
+    (qformer / "config.json").write_text(json.dumps(config | {"model_type": "blip-2"}))
+    coco["config"].write_text(coco["config"].read_text().replace(str(tiny_model_dir), str(qformer)))
+    work, proc = run_target(tmp_path, coco, "results/samples/knowledge.tsv")
+    assert proc.returncode != 0
+    assert kneurons_lines(proc.stdout + proc.stderr) == [
+        f"kneurons: {qformer}/config.json: model_type 'blip-2' (BLIP-2 / InstructBLIP (Q-Former)) is not supported: "
+        "its image enters the decoder as Q-Former queries, not as per-patch token positions, so per-position "
+        "activations (stage 1), the image-position perturbations and the heatmaps are undefined"
+    ]
+    assert not (work / "results").exists()

@@ -10,6 +10,9 @@ id in ``input_ids``), tile counts, grids and image sizes. Families whose image f
 Regions are (P, 4) float64 arrays [x0, y0, x1, y1] in pixels of the original (H, W) image, in the order of the
 image tokens in ``input_ids``; a token that covers no pixel (LLaVA-NeXT's row newlines, a token over padding only)
 has a row of NaN.
+
+torch and transformers are imported where an adapter uses them, so that the family table (``family_for``) is cheap
+to read: the Snakefile checks the configured model's family before any job.
 """
 
 from __future__ import annotations
@@ -18,17 +21,15 @@ import math
 import os
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-import transformers
-from transformers import PreTrainedModel, ProcessorMixin
-from transformers.image_processing_utils import get_patch_output_size, select_best_resolution
-from transformers.models.auto.processing_auto import PROCESSOR_MAPPING_NAMES
-from transformers.models.llava_next.modeling_llava_next import unpad_image
 
 from kneurons.errors import ModelError
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel, ProcessorMixin
 
 Box = tuple[float, float, float, float]  # [x0, y0, x1, y1]
 
@@ -121,6 +122,9 @@ class Family:
     def load_processor(self, path: str | os.PathLike, model_type: str) -> ProcessorMixin:
         """The model directory's processor (never from a hub): transformers' processor class of ``model_type``,
         without its video half where it has one (``images_only``)."""
+        import transformers
+        from transformers.models.auto.processing_auto import PROCESSOR_MAPPING_NAMES
+
         cls = getattr(transformers, PROCESSOR_MAPPING_NAMES[model_type])
         if "video_processor" in cls.get_attributes():
             return images_only(cls).from_pretrained(path, local_files_only=True, video_processor=None)
@@ -163,6 +167,10 @@ class LlavaNext(Family):
     and a newline token after each row (``pack_image_features``)."""
 
     def regions(self, model, processor, inputs, size):
+        import torch
+        from transformers.image_processing_utils import get_patch_output_size, select_best_resolution
+        from transformers.models.llava_next.modeling_llava_next import unpad_image
+
         ip, config = processor.image_processor, model.config
         side = int(config.vision_config.image_size) // int(config.vision_config.patch_size)
         h, w = (int(v) for v in inputs["image_sizes"][0])

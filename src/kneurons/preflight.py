@@ -3,11 +3,14 @@ crash or a bad disk left truncated (their target's dumps are then recomputed).""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from kneurons.errors import ModelError
+from kneurons.families import family_for
 from kneurons.h5io import is_complete
 from kneurons.metrics import PACKAGED_BERTSCORE_MODEL
 
@@ -43,6 +46,19 @@ def missing_paths(config: Mapping, produced: Iterable[str]) -> list[str]:
         if not exists:
             lines.append(f"config error at {key}: {kind} not found: {path}")
     return lines
+
+
+def model_family_problem(path: str | os.PathLike) -> str | None:
+    """Why the model directory ``path`` cannot be used, read from its config.json's ``model_type`` before any job (a
+    refused or unknown family, kneurons.families); None if it can, or if there is no config.json yet."""
+    config = Path(path) / "config.json"
+    if not config.is_file():
+        return None
+    try:
+        family_for(str(json.loads(config.read_text()).get("model_type")), str(config))
+    except ModelError as e:
+        return str(e)
+    return None
 
 
 def incomplete_dumps(dump_dirs: Iterable[str | os.PathLike]) -> list[Path]:
