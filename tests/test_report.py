@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from kneurons.families import grid_regions
 from kneurons.figures import HeatmapPanel, layer_shares, plot_heatmaps, plot_layer_distribution
 from kneurons.io import read_tsv_rows
 from kneurons.models import load_model
@@ -46,7 +47,8 @@ def test_layer_shares_sum_to_one_and_empty_is_zero():
 def test_figures_are_png_files(tmp_path):
     plot_layer_distribution({"ours": [1, 2, 3], "pan": [0, 0, 6]}, tmp_path / "layers.png")
     image = np.full((48, 48, 3), 200, np.uint8)
-    panel = HeatmapPanel("image 1", image, [(0, 1), (1, 2)], [np.arange(64.0), -np.arange(64.0)], (8, 8))
+    regions = grid_regions(8, 8, (0, 0, 48, 48))
+    panel = HeatmapPanel("image 1", image, [(0, 1), (1, 2)], [np.arange(64.0), -np.arange(64.0)], regions)
     plot_heatmaps([panel], 5, "bear", tmp_path / "heat.png")
     plot_heatmaps([], 5, "nothing selected", tmp_path / "empty.png")
     for name in ("layers.png", "heat.png", "empty.png"):
