@@ -49,6 +49,15 @@ DECODER = {"hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 2, "
 DECODER |= {"num_key_value_heads": 2, "max_position_embeddings": 4096, "initializer_range": 0.5}
 
 
+# the any-resolution families' vision tower: 24 px images of 6 px patches (16 tokens a tile), one layer
+TOWER = {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2}
+TOWER |= {"image_size": 24, "patch_size": 6}
+
+
+def _llama(tok: PreTrainedTokenizerFast) -> LlamaConfig:
+    return LlamaConfig(vocab_size=len(tok), **DECODER, **_ids(tok))
+
+
 def _tokenizer(special: list[str]) -> PreTrainedTokenizerFast:
     tok = build_tokenizer(WORDS)
     tok.add_special_tokens({"additional_special_tokens": special})
@@ -86,12 +95,9 @@ def llava_next(out: Path) -> Path:
         num_additional_image_tokens=1,
         image_token="<image>",
     )
-    vision = CLIPVisionConfig(
-        hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=24, patch_size=6
-    )
     config = LlavaNextConfig(
-        vision_config=vision,
-        text_config=LlamaConfig(vocab_size=len(tok), **DECODER, **_ids(tok)),
+        vision_config=CLIPVisionConfig(**TOWER),
+        text_config=_llama(tok),
         image_token_id=tok.convert_tokens_to_ids("<image>"),
         image_grid_pinpoints=pinpoints,
         vision_feature_select_strategy="default",
@@ -115,12 +121,9 @@ def llava_onevision(out: Path) -> Path:
         vision_feature_select_strategy="full",
         vision_aspect_ratio="anyres_max_1",
     )
-    vision = SiglipVisionConfig(
-        hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=24, patch_size=6
-    )
     config = LlavaOnevisionConfig(
-        vision_config=vision,
-        text_config=LlamaConfig(vocab_size=len(tok), **DECODER, **_ids(tok)),
+        vision_config=SiglipVisionConfig(**TOWER),
+        text_config=_llama(tok),
         image_token_id=tok.convert_tokens_to_ids("<image>"),
         video_token_id=tok.convert_tokens_to_ids("<video>"),
         image_grid_pinpoints=pinpoints,
