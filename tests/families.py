@@ -10,6 +10,7 @@ depend on the image.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from transformers import (
     Idefics3Config,
     Idefics3Processor,
     LlamaConfig,
+    LlamaForCausalLM,
     LlavaForConditionalGeneration,
     LlavaNextConfig,
     LlavaNextForConditionalGeneration,
@@ -42,6 +44,7 @@ from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLIm
 from transformers.models.smolvlm.image_processing_pil_smolvlm import SmolVLMImageProcessorPil
 
 from kneurons.families import images_only
+from kneurons.minigpt4.convert import MiniGPT4Sources, convert_minigpt4
 from kneurons.synth.captioner import CaptionerSettings, build_model, build_processor, build_tokenizer
 
 WORDS = ["the image shows a", "bear dog cat person car on grass sand snow and"]
@@ -210,6 +213,59 @@ def smolvlm(out: Path) -> Path:
     return _idefics(out, SmolVLMConfig, SmolVLMProcessor, SmolVLMImageProcessorPil)
 
 
+def eva_state_dict(width: int, blocks: int, mlp: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """A random EVA ViT state dict in eva_vit_g.pth's layout (224 px, 14 px patches: 256 patches + CLS), every
+    tensor random, q and v biases separate and nonzero, so a converter that drops or misplaces one is seen."""
+
+    def rand(*shape: int, scale: float = 0.3) -> torch.Tensor:
+        return torch.randn(*shape, generator=generator) * scale
+
+    sd = {
+        "cls_token": rand(1, 1, width),
+        "pos_embed": rand(1, 257, width),
+        "patch_embed.proj.weight": rand(width, 3, 14, 14, scale=0.05),
+        "patch_embed.proj.bias": rand(width),
+    }
+    for i in range(blocks):
+        b = f"blocks.{i}."
+        sd |= {b + n: 1 + rand(width, scale=0.1) for n in ("norm1.weight", "norm2.weight")}
+        sd |= {b + n: rand(width, scale=0.1) for n in ("norm1.bias", "norm2.bias")}
+        sd |= {b + "attn.qkv.weight": rand(3 * width, width), b + "attn.q_bias": rand(width), b + "attn.v_bias": rand(width)}
+        sd |= {b + "attn.proj.weight": rand(width, width), b + "attn.proj.bias": rand(width)}
+        sd |= {b + "mlp.fc1.weight": rand(mlp, width), b + "mlp.fc1.bias": rand(mlp)}
+        sd |= {b + "mlp.fc2.weight": rand(width, mlp), b + "mlp.fc2.bias": rand(width)}
+    return sd
+
+
+def minigpt4_sources(out: Path, blocks: int = 0, blocks_in_file: int = 1, width: int = 16) -> MiniGPT4Sources:
+    """MiniGPT-4's three released parts at tiny widths in their original layouts: ``eva_vit.pth`` (a flat EVA state
+    dict of ``blocks_in_file`` blocks; the vision config uses ``blocks``), ``checkpoint.pth`` (``["model"]`` holds
+    llama_proj), a Llama HF directory with its tokenizer, and the Blip2VisionConfig JSON (224 px, 14 px patches, so
+    P = 64 and the strip map are the real ones)."""
+    out.mkdir(parents=True, exist_ok=True)
+    g = torch.Generator().manual_seed(0)
+    mlp = 2 * width
+    torch.save(eva_state_dict(width, blocks_in_file, mlp, g), out / "eva_vit.pth")
+    proj = {"llama_proj.weight": torch.randn(32, 4 * width, generator=g) * 0.5, "llama_proj.bias": torch.randn(32, generator=g)}
+    torch.save({"model": proj, "epoch": 3}, out / "checkpoint.pth")
+    vision = {"hidden_size": width, "intermediate_size": mlp, "num_hidden_layers": blocks, "num_attention_heads": 2}
+    (out / "vision.json").write_text(json.dumps(vision | {"image_size": 224, "patch_size": 14}))
+    tok = _tokenizer([])
+    llm = LlamaForCausalLM(_llama(tok))
+    llm.generation_config.update(**_ids(tok))
+    with torch.no_grad():  # special tokens' logits near 0 among logits of spread ±1: captions of words
+        llm.lm_head.weight[tok.all_special_ids] *= 0.05
+    llm.save_pretrained(out / "llm")
+    tok.save_pretrained(out / "llm")
+    return MiniGPT4Sources(out / "eva_vit.pth", out / "checkpoint.pth", out / "llm", out / "vision.json")
+
+
+def minigpt4(out: Path) -> Path:
+    """MiniGPT-4 (Llama-2 variant) converted from tiny released parts: ViT cut to its patch embeddings (the file's
+    one block ignored, as MiniGPT-4 ignores blocks past its config), ln_vision, 4-patch strips, llama_proj."""
+    return convert_minigpt4(minigpt4_sources(out.parent / "sources"), out)
+
+
 FAMILIES: dict[str, Callable[[Path], Path]] = {
     "llava": llava,
     "llava_next": llava_next,
@@ -218,6 +274,7 @@ FAMILIES: dict[str, Callable[[Path], Path]] = {
     "qwen2_5_vl": qwen2_5_vl,
     "idefics3": idefics3,
     "smolvlm": smolvlm,
+    "minigpt4": minigpt4,
 }
 PROMPTS = {
     "llava": "<image>The image shows a",
@@ -227,4 +284,5 @@ PROMPTS = {
     "qwen2_5_vl": "<|vision_start|><|image_pad|><|vision_end|>The image shows a",
     "idefics3": "<image>The image shows a",
     "smolvlm": "<image>The image shows a",
+    "minigpt4": "[INST] <Img><ImageHere></Img> The image shows a",
 }

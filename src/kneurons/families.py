@@ -130,6 +130,12 @@ class Family:
             return images_only(cls).from_pretrained(path, local_files_only=True, video_processor=None)
         return cls.from_pretrained(path, local_files_only=True)
 
+    def model_class(self) -> type:
+        """The class whose ``from_pretrained`` loads a model directory of this family."""
+        from transformers import AutoModelForImageTextToText
+
+        return AutoModelForImageTextToText
+
     def positions(self, model: PreTrainedModel, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """Position ids of a (possibly left-padded) batch: (B, T), counting the attended tokens only."""
         attention = inputs["attention_mask"]
@@ -251,6 +257,28 @@ class Idefics3(Family):
         return _checked(np.concatenate(parts), model, inputs, self.name)
 
 
+class MiniGPT4(Family):
+    """MiniGPT-4, Llama-2 variant (kneurons.minigpt4): the image squashed to the processor's square (no crop), ViT
+    patches concatenated ``patches_per_token`` at a time along each patch row, so each token is a 1 × 4 horizontal
+    strip of patches: a 16 × 4 grid over the whole original image at 224 px (the paper's heatmap grid)."""
+
+    def model_class(self) -> type:
+        from kneurons.minigpt4 import MiniGPT4ForConditionalGeneration
+
+        return MiniGPT4ForConditionalGeneration
+
+    def load_processor(self, path, model_type):
+        from kneurons.minigpt4 import MiniGPT4Processor
+
+        return MiniGPT4Processor.from_pretrained(path, local_files_only=True)
+
+    def regions(self, model, processor, inputs, size):
+        _, _, h, w = inputs["pixel_values"].shape  # the processed image: the whole original, resized
+        patch, per = int(model.config.vision_config.patch_size), int(model.config.patches_per_token)
+        strips = grid_regions(h // patch, w // patch // per, (0, 0, size[1], size[0]))
+        return _checked(strips, model, inputs, self.name)
+
+
 @dataclass(frozen=True)
 class Refused:
     """A family the method cannot run on, and why."""
@@ -269,6 +297,7 @@ FAMILIES: tuple[Family, ...] = (
         token_keys=("input_ids", "attention_mask", "mm_token_type_ids"),
     ),
     Idefics3("Idefics3 / SmolVLM", ("idefics3", "smolvlm")),
+    MiniGPT4("MiniGPT-4 (Llama-2)", ("minigpt4",)),
 )
 REFUSED: tuple[Refused, ...] = (
     Refused(

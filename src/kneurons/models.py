@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from transformers import AutoModelForImageTextToText, PreTrainedModel, ProcessorMixin
+from transformers import PreTrainedModel, ProcessorMixin
 
 from kneurons.errors import ModelError
 from kneurons.families import Family, family_for, grid_regions
@@ -146,7 +146,7 @@ def load_model(
     family = family_for(model_type, f"{path}/config.json")
     if "image_token_index" not in config and "image_token_id" not in config:
         raise ModelError(f"{path}: config.json has no image_token_id; image features must enter as token positions")
-    model = AutoModelForImageTextToText.from_pretrained(path, local_files_only=True, dtype=getattr(torch, dtype))
+    model = family.model_class().from_pretrained(path, local_files_only=True, dtype=getattr(torch, dtype))
     processor = family.load_processor(path, model_type)
     model.to(device).eval().requires_grad_(False)  # inference only: GradCAM needs activation gradients alone
     return LoadedModel(
