@@ -37,6 +37,7 @@ except WorkflowError as e:
 
 include: "rules/common.smk"
 include: "rules/synth.smk"
+include: "rules/model.smk"
 include: "rules/samples.smk"
 include: "rules/neurons.smk"
 include: "rules/perturb.smk"

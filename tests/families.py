@@ -230,7 +230,11 @@ def eva_state_dict(width: int, blocks: int, mlp: int, generator: torch.Generator
         b = f"blocks.{i}."
         sd |= {b + n: 1 + rand(width, scale=0.1) for n in ("norm1.weight", "norm2.weight")}
         sd |= {b + n: rand(width, scale=0.1) for n in ("norm1.bias", "norm2.bias")}
-        sd |= {b + "attn.qkv.weight": rand(3 * width, width), b + "attn.q_bias": rand(width), b + "attn.v_bias": rand(width)}
+        sd |= {
+            b + "attn.qkv.weight": rand(3 * width, width),
+            b + "attn.q_bias": rand(width),
+            b + "attn.v_bias": rand(width),
+        }
         sd |= {b + "attn.proj.weight": rand(width, width), b + "attn.proj.bias": rand(width)}
         sd |= {b + "mlp.fc1.weight": rand(mlp, width), b + "mlp.fc1.bias": rand(mlp)}
         sd |= {b + "mlp.fc2.weight": rand(width, mlp), b + "mlp.fc2.bias": rand(width)}
@@ -246,7 +250,10 @@ def minigpt4_sources(out: Path, blocks: int = 0, blocks_in_file: int = 1, width:
     g = torch.Generator().manual_seed(0)
     mlp = 2 * width
     torch.save(eva_state_dict(width, blocks_in_file, mlp, g), out / "eva_vit.pth")
-    proj = {"llama_proj.weight": torch.randn(32, 4 * width, generator=g) * 0.5, "llama_proj.bias": torch.randn(32, generator=g)}
+    proj = {
+        "llama_proj.weight": torch.randn(32, 4 * width, generator=g) * 0.5,
+        "llama_proj.bias": torch.randn(32, generator=g),
+    }
     torch.save({"model": proj, "epoch": 3}, out / "checkpoint.pth")
     vision = {"hidden_size": width, "intermediate_size": mlp, "num_hidden_layers": blocks, "num_attention_heads": 2}
     (out / "vision.json").write_text(json.dumps(vision | {"image_size": 224, "patch_size": 14}))

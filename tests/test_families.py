@@ -4,6 +4,8 @@ checked against the model itself."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -15,7 +17,7 @@ from kneurons.generation import collate, generate_captions, image_inputs
 from kneurons.models import LoadedModel, load_model
 from kneurons.perturb import Perturbation, layer_units, noise_vector, perturbations, perturbed_batch, perturbed_captions
 
-from .families import FAMILIES, PROMPTS
+from .families import FAMILIES, PROMPTS, minigpt4_sources
 
 SIZES = [(48, 48), (40, 72), (70, 30), (96, 64)]  # (H, W): square, wide, tall, large
 
@@ -207,9 +209,24 @@ def test_greedy_loop_equals_transformers_generate(family, images):
         assert generate_captions(loaded, [image], PROMPTS[name], max_new_tokens=6) == [c.strip() for c in expected]
 
 
-def test_the_workflow_runs_on_a_qwen2_vl_model_with_forged_samples(tmp_path):
-    """The whole DAG on a tiny random Qwen2-VL (M-RoPE, flattened patches, its images-only processor): its captions
-    mention nothing, so the candidates' captions are forged after captioning; every later rule then runs on it."""
+DAG_FAMILIES = {"qwen2_vl": "Qwen2-VL / Qwen2.5-VL", "minigpt4": "MiniGPT-4 (Llama-2)"}
+
+
+def _dag_model(name: str, tmp_path) -> dict:
+    """The config ``model`` of a DAG test: a tiny saved Qwen2-VL, or MiniGPT-4's three tiny released parts that
+    rule convert_model converts inside the run."""
+    if name != "minigpt4":
+        return {"path": str(FAMILIES[name](tmp_path / name))}
+    sources = minigpt4_sources(tmp_path / "sources")
+    paths = {k: str(getattr(sources, k)) for k in ("vit", "checkpoint", "llm", "vision_config")}
+    return {"path": "results/model/minigpt4", "convert": {"family": "minigpt4", **paths}}
+
+
+@pytest.mark.parametrize("name", sorted(DAG_FAMILIES))
+def test_the_workflow_runs_on_a_tiny_model_with_forged_samples(name, tmp_path):
+    """The whole DAG on a tiny random model (Qwen2-VL: M-RoPE, flattened patches, its images-only processor;
+    MiniGPT-4: converted by the workflow from its released parts): its captions mention nothing, so the
+    candidates' captions are forged after captioning; every later rule then runs on it."""
     import h5py
     import yaml
 
@@ -219,11 +236,10 @@ def test_the_workflow_runs_on_a_qwen2_vl_model_with_forged_samples(tmp_path):
     from .helpers import snakemake
 
     torch.manual_seed(0)
-    model = FAMILIES["qwen2_vl"](tmp_path / "qwen2_vl")
-    overlay = tmp_path / "qwen.yaml"
+    overlay = tmp_path / "overlay.yaml"
     overlay.write_text(yaml.safe_dump({
-        "model": {"path": str(model)},
-        "prompt": PROMPTS["qwen2_vl"],
+        "model": _dag_model(name, tmp_path),
+        "prompt": PROMPTS[name],
         "knowledge": ["bear"],
         "samples": {"per_knowledge": 2, "max_candidates": 4},
         "noise": {"levels": [2.0], "seeds": 1},
@@ -248,17 +264,20 @@ def test_the_workflow_runs_on_a_qwen2_vl_model_with_forged_samples(tmp_path):
     for r in chosen:
         with h5py.File(work / f"results/activations/bear/{r['image_id']}.h5") as f:
             p = int(f.attrs["image_tokens"])
-            assert f.attrs["family"] == "Qwen2-VL / Qwen2.5-VL" and f["original"].shape == (2, p, 48)
+            assert f.attrs["family"] == DAG_FAMILIES[name] and f["original"].shape == (2, p, 48)
             assert f["token_regions"].shape == (p, 4) and f["token_positions"].shape == (p,)
         with h5py.File(work / f"results/gradcam/bear/{r['image_id']}.h5") as f:
             assert f.attrs["token"] == "bear" and f["gradcam"].shape == (2, p, 48)
     table2 = read_tsv_rows(work / "results/tables/table2.csv", delimiter=",")
     assert {(r["method"], r["level"]) for r in table2 if r["knowledge"] == "bear"} >= {("ours", "ablation")}
     assert (work / "results/figures/heatmaps/bear.png").stat().st_size > 0
+    if name == "minigpt4":  # converted once by the workflow, at model.path
+        assert json.loads((work / "results/model/minigpt4/config.json").read_text())["model_type"] == "minigpt4"
 
 
 @pytest.mark.parametrize(
-    "overlay", ["llava-next-mistral-7b", "llava-onevision-qwen2-7b", "qwen2-vl-7b", "smolvlm-instruct"]
+    "overlay",
+    ["llava-next-mistral-7b", "llava-onevision-qwen2-7b", "qwen2-vl-7b", "smolvlm-instruct", "minigpt4-llama2-7b"],
 )
 def test_each_familys_checkpoint_config_is_valid_after_the_paper_config(overlay):
     import yaml
@@ -271,8 +290,15 @@ def test_each_familys_checkpoint_config_is_valid_after_the_paper_config(overlay)
         for key, value in yaml.safe_load(path.read_text()).items():
             config[key] = {**config.get(key, {}), **value} if isinstance(value, dict) else value
     validate(config, str(REPO / "config/schema.yaml"))
-    assert config["model"]["path"].startswith("/models/") and config["model"]["device"] == "cuda"
-    assert config["prompt"].count("<image>") + config["prompt"].count("<|image_pad|>") == 1
+    assert config["model"]["device"] == "cuda"
+    convert = config["model"].get("convert")
+    if convert:  # the released files, converted by rule convert_model at model.path
+        assert config["model"]["path"].startswith("results/")
+        assert all(convert[k].startswith("/models/") for k in ("vit", "checkpoint", "llm"))
+    else:
+        assert config["model"]["path"].startswith("/models/")
+    placeholders = ("<image>", "<|image_pad|>", "<ImageHere>")
+    assert sum(config["prompt"].count(p) for p in placeholders) == 1
     assert config["prompt"].endswith("The image shows a")
 
 

@@ -11,9 +11,21 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 from kneurons.errors import KneuronsError
+
+FAMILIES = ("minigpt4",)  # families with a converter
+
+
+def convert_model(spec: Mapping, out: str | Path) -> Path:
+    """Convert the released files named by a ``model.convert`` mapping (``family`` and its paths) into ``out``."""
+    if spec.get("family") != "minigpt4":
+        raise KneuronsError(f"model.convert.family: {spec.get('family')!r} has no converter (known: {FAMILIES})")
+    from kneurons.minigpt4.convert import MiniGPT4Sources, convert_minigpt4
+
+    return convert_minigpt4(MiniGPT4Sources.from_mapping(spec), out)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,12 +40,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        from kneurons.minigpt4.convert import MiniGPT4Sources, convert_minigpt4
-
         if args.out.exists():
             raise KneuronsError(f"{args.out}: already exists; give a new directory")
-        sources = MiniGPT4Sources(args.vit, args.checkpoint, args.llm, args.vision_config)
-        print(convert_minigpt4(sources, args.out))
+        spec = {"family": args.family, "vit": args.vit, "checkpoint": args.checkpoint, "llm": args.llm}
+        print(convert_model(spec | {"vision_config": args.vision_config}, args.out))
     except KneuronsError as e:
         print(f"kneurons: {e}", file=sys.stderr)
         return 1

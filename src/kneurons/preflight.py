@@ -35,6 +35,12 @@ def missing_paths(config: Mapping, produced: Iterable[str]) -> list[str]:
         "data.images": (config["data"]["images"], "directory"),
         "model.path": (config["model"]["path"], "directory"),
     }
+    convert = config["model"].get("convert")
+    if convert:  # model.path is made by rule convert_model from these
+        produced.add(os.path.normpath(config["model"]["path"]))
+        for key, kind in (("vit", "file"), ("checkpoint", "file"), ("llm", "directory"), ("vision_config", "file")):
+            if convert.get(key):
+                wanted[f"model.convert.{key}"] = (convert[key], kind)
     bert = config.get("metrics", {}).get("bertscore_model", PACKAGED_BERTSCORE_MODEL)
     if bert != PACKAGED_BERTSCORE_MODEL:
         wanted["metrics.bertscore_model"] = (bert, "directory")

@@ -3,6 +3,8 @@ decoder's own config, and how the two meet."""
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
@@ -20,7 +22,7 @@ class MiniGPT4Config(PreTrainedConfig):
     """
 
     model_type = "minigpt4"
-    sub_configs_defaults = {
+    sub_configs_defaults: ClassVar[dict[str, SubConfigSpec]] = {
         "vision_config": SubConfigSpec(config_class=AutoConfig, model_type="blip_2_vision_model"),
         "text_config": SubConfigSpec(config_class=AutoConfig, model_type="llama"),
     }

@@ -150,7 +150,9 @@ def eva_to_blip2(eva: Mapping[str, torch.Tensor], config: Blip2VisionConfig, whe
     dtype = eva["pos_embed"].dtype
     put("ln_vision.weight", "post_layernorm.weight", torch.ones(width, dtype=dtype))
     put("ln_vision.bias", "post_layernorm.bias", torch.zeros(width, dtype=dtype))
-    ignored = {k.split(".")[1] for k in eva if k.startswith("blocks.")} - {str(i) for i in range(config.num_hidden_layers)}
+    ignored = {k.split(".")[1] for k in eva if k.startswith("blocks.")} - {
+        str(i) for i in range(config.num_hidden_layers)
+    }
     if ignored:
         log.info("%s: %d block(s) past the vision config's %d ignored", where, len(ignored), config.num_hidden_layers)
     return out

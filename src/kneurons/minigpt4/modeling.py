@@ -10,6 +10,8 @@ enter the decoder at the positions of ``image_token_id`` in ``input_ids`` (P per
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import nn
 from transformers import AutoModel, Blip2VisionModel, GenerationMixin, PreTrainedModel
@@ -26,7 +28,7 @@ class MiniGPT4PreTrainedModel(PreTrainedModel):
     base_model_prefix = "model"
     input_modalities = ("image", "text")
     supports_gradient_checkpointing = True
-    _no_split_modules = ["Blip2EncoderLayer", "Blip2VisionEmbeddings", "LlamaDecoderLayer"]
+    _no_split_modules: ClassVar[list[str]] = ["Blip2EncoderLayer", "Blip2VisionEmbeddings", "LlamaDecoderLayer"]
     _supports_sdpa = True
     _supports_flash_attn = True
     _supports_attention_backend = True
