@@ -213,6 +213,22 @@ def smolvlm(out: Path) -> Path:
     return _idefics(out, SmolVLMConfig, SmolVLMProcessor, SmolVLMImageProcessorPil)
 
 
+def decoder_inputs(loaded, inputs: dict) -> torch.Tensor:
+    """The decoder's input vectors (T, D) of a one-image batch: what each image token carries from the image."""
+    seen = {}
+
+    def hook(_module, args, kwargs):
+        seen["x"] = (args[0] if args else kwargs["hidden_states"]).detach()
+
+    handle = loaded.model.get_decoder().layers[0].register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        with torch.no_grad():
+            loaded.model(**inputs)
+    finally:
+        handle.remove()
+    return seen["x"][0]
+
+
 def eva_state_dict(width: int, blocks: int, mlp: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
     """A random EVA ViT state dict in eva_vit_g.pth's layout (224 px, 14 px patches: 256 patches + CLS), every
     tensor random, q and v biases separate and nonzero, so a converter that drops or misplaces one is seen."""

@@ -17,7 +17,7 @@ from kneurons.generation import collate, generate_captions, image_inputs
 from kneurons.models import LoadedModel, load_model
 from kneurons.perturb import Perturbation, layer_units, noise_vector, perturbations, perturbed_batch, perturbed_captions
 
-from .families import FAMILIES, PROMPTS, minigpt4_sources
+from .families import FAMILIES, PROMPTS, decoder_inputs, minigpt4_sources
 
 SIZES = [(48, 48), (40, 72), (70, 30), (96, 64)]  # (H, W): square, wide, tall, large
 
@@ -122,22 +122,6 @@ def test_batched_perturbed_captions_equal_one_by_one_on_mixed_sizes(family, imag
     assert single[-1] == generate_captions(loaded, images[:1], PROMPTS[name], max_new_tokens=6)[0]
 
 
-def _decoder_inputs(loaded: LoadedModel, inputs: dict) -> torch.Tensor:
-    """The decoder's input vectors (T, D) of a one-image batch: what each image token carries from the image."""
-    seen = {}
-
-    def hook(_module, args, kwargs):
-        seen["x"] = (args[0] if args else kwargs["hidden_states"]).detach()
-
-    handle = loaded.model.get_decoder().layers[0].register_forward_pre_hook(hook, with_kwargs=True)
-    try:
-        with torch.no_grad():
-            loaded.model(**inputs)
-    finally:
-        handle.remove()
-    return seen["x"][0]
-
-
 def test_token_map_matches_the_pixels_each_token_sees(family, images):
     """Change the pixels inside one token's region: that token changes, and so does every token whose region holds
     the changed block, and no token changes whose region (widened by half its size) misses the block."""
@@ -146,7 +130,7 @@ def test_token_map_matches_the_pixels_each_token_sees(family, images):
         inputs = image_inputs(loaded, [image], PROMPTS[name])[0]
         layout = token_layout(loaded, inputs, image.shape[:2])
         finite = np.flatnonzero(np.isfinite(layout.regions).all(axis=1))
-        before = _decoder_inputs(loaded, inputs)[layout.positions]
+        before = decoder_inputs(loaded, inputs)[layout.positions]
         for t in finite[:: max(1, len(finite) // 5)]:  # about five tokens of each image
             x0, y0, x1, y1 = layout.regions[t]
             cx, cy, hw, hh = (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) / 4, (y1 - y0) / 4
@@ -154,7 +138,7 @@ def test_token_map_matches_the_pixels_each_token_sees(family, images):
             r0, r1 = int(np.floor(cy - hh)), max(int(np.ceil(cy + hh)), int(np.floor(cy - hh)) + 1)
             changed_image = image.copy()
             changed_image[r0:r1, c0:c1] = 255 - changed_image[r0:r1, c0:c1]
-            after = _decoder_inputs(loaded, image_inputs(loaded, [changed_image], PROMPTS[name])[0])[layout.positions]
+            after = decoder_inputs(loaded, image_inputs(loaded, [changed_image], PROMPTS[name])[0])[layout.positions]
             changed = set(np.flatnonzero((after - before).abs().amax(dim=1).numpy() > 1e-5))
             assert t in changed, (name, image.shape, t)
             box = np.array([c0, r0, c1, r1], dtype=np.float64)

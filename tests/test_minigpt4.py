@@ -20,7 +20,7 @@ from kneurons.generation import image_inputs
 from kneurons.minigpt4.convert import MiniGPT4Sources, convert_minigpt4
 from kneurons.models import load_model
 
-from .families import PROMPTS, minigpt4_sources
+from .families import PROMPTS, decoder_inputs, minigpt4_sources
 
 CLIP_MEAN = np.array([0.48145466, 0.4578275, 0.40821073])
 CLIP_STD = np.array([0.26862954, 0.26130258, 0.27577711])
@@ -59,25 +59,6 @@ def minigpt4_image_tokens(sources: MiniGPT4Sources, pixels: torch.Tensor, blocks
     tokens = torch.stack([torch.cat([h[:, 4 * j + t] for t in range(4)], dim=-1) for j in range(64)], dim=1)
     proj = torch.load(sources.checkpoint)["model"]
     return F.linear(tokens, proj["llama_proj.weight"].double(), proj["llama_proj.bias"].double())
-
-
-def decoder_inputs(loaded, inputs: dict) -> torch.Tensor:
-    """What enters decoder layer 0 for a one-image batch: (T, d)."""
-    seen = {}
-    handle = (
-        loaded.model.get_decoder()
-        .layers[0]
-        .register_forward_pre_hook(
-            lambda _m, args, kwargs: seen.__setitem__("x", (args[0] if args else kwargs["hidden_states"])),
-            with_kwargs=True,
-        )
-    )
-    try:
-        with torch.no_grad():
-            loaded.model(**inputs)
-    finally:
-        handle.remove()
-    return seen["x"][0]
 
 
 @pytest.fixture(scope="module")

@@ -138,22 +138,12 @@ class MiniGPT4ForConditionalGeneration(MiniGPT4PreTrainedModel, GenerationMixin)
         self,
         input_ids: torch.LongTensor | None = None,
         pixel_values: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        position_ids: torch.LongTensor | None = None,
-        cache: Cache | None = None,
-        inputs_embeds: torch.Tensor | None = None,
         logits_to_keep: int | torch.Tensor = 0,
         **kwargs,
     ) -> CausalLMOutputWithPast:
-        out = self.model(
-            input_ids=input_ids,
-            pixel_values=pixel_values,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            cache=cache,
-            inputs_embeds=inputs_embeds,
-            **kwargs,
-        )
+        """Logits (B, T, V) of MiniGPT4Model's output (``logits_to_keep``: of the last positions only); every other
+        argument (attention_mask, position_ids, cache, inputs_embeds, use_cache) goes to MiniGPT4Model."""
+        out = self.model(input_ids=input_ids, pixel_values=pixel_values, **kwargs)
         logits = self.lm_head(slice_logits_to_keep(out.last_hidden_state, logits_to_keep))
         return CausalLMOutputWithPast(
             logits=logits, cache=out.cache, hidden_states=out.hidden_states, attentions=out.attentions
