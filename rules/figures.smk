@@ -67,6 +67,7 @@ rule heatmaps:
 rule decoded_neurons:
     input:
         sets=all_neuron_sets,
+        selected="results/samples/selected.tsv",
         model=MODEL,
     output:
         csv="results/tables/decoded_neurons.csv",

@@ -17,10 +17,29 @@ checkpoint knowledge:
         "../workflow/scripts/knowledge.py"
 
 
+rule check_images:
+    input:
+        **DATA,
+        knowledge="results/samples/knowledge.tsv",
+    output:
+        "results/samples/image_check.tsv",
+    log:
+        "results/logs/check_images.log",
+    priority: 10
+    conda:
+        "../envs/kneurons.yaml"
+    params:
+        max_candidates=config["samples"]["max_candidates"],
+        bad_images=config["samples"]["bad_images"],
+    script:
+        "../workflow/scripts/check_images.py"
+
+
 rule inpaint:
     input:
         **DATA,
         knowledge="results/samples/knowledge.tsv",
+        checked="results/samples/image_check.tsv",
     output:
         candidates="results/samples/{k}/candidates.tsv",
         images=directory("results/inpainted/{k}"),

@@ -105,10 +105,35 @@ def test_image_size_must_match_the_annotations_and_exif_orientation_is_ignored(t
         ([ann(7, 1, [1, 1, 5, 5], iscrowd=1, segmentation={"size": [10, 10], "counts": [0, 100]})], None,
          f"annotation 7: segmentation size [10, 10] differs from image 1's [height, width] = [{H}, {W}]"),
         ([ann(7, 1, [1, 1, 5])], None, "annotation 7: bbox [1, 1, 5] is not [x, y, width, height]"),
+        # ids as strings (pycocotools would read "101" as a sequence of characters and find nothing)
+        ([ann(7, 1, [1, 1, 5, 5], image_id="101")], [{"id": "101", "file_name": "a.jpg", "height": H, "width": W}],
+         "image id '101' is a str, not an integer (COCO ids are integers)"),
+        ([ann(7, 1, [1, 1, 5, 5], image_id="1")], None,
+         "annotation 7 image_id '1' is a str, not an integer (COCO ids are integers)"),
+        ([ann(7, 1, [1, 1, 5, 5])], None, "category 'bear' id '1' is a str, not an integer (COCO ids are integers)"),
+        ([ann(7.0, 1, [1, 1, 5, 5])], None, "annotation 7.0 id 7.0 is a float, not an integer (COCO ids are integers)"),
+        # malformed polygons and RLEs, named when the file is loaded (not inside the inpaint job)
+        ([ann(7, 1, [1, 1, 5, 5], segmentation=[[1, 1, 5, 1, 5]])], None,
+         "annotation 7: segmentation polygon 0 has an odd number (5) of coordinates: [1, 1, 5, 1, 5]"),
+        ([ann(7, 1, [1, 1, 5, 5], segmentation=[[3, 3]])], None,
+         "annotation 7: segmentation polygon 0 has 1 point(s), fewer than 3: [3, 3]"),
+        ([ann(7, 1, [1, 1, 5, 5], segmentation=[[1, 1, 5, 1, 5, 5], [1, "x", 2, 2, 3, 3]])], None,
+         "annotation 7: segmentation polygon 1 is not a list of numbers: [1, 'x', 2, 2, 3, 3]"),
+        ([ann(7, 1, [1, 1, 5, 5], segmentation=[[[1, 1], [5, 1], [5, 5]]])], None,
+         "annotation 7: segmentation polygon 0 is not a list of numbers: [[1, 1], [5, 1], [5, 5]]"),
+        ([ann(7, 1, [1, 1, 5, 5], iscrowd=1, segmentation={"size": [H, W], "counts": [0, 100]})], None,
+         f"annotation 7: segmentation counts sum to 100 pixels, not height x width = {H * W}"),
+        ([ann(7, 1, [1, 1, 5, 5], iscrowd=1, segmentation={"size": [H, W], "counts": "ab~~ z"})], None,
+         "annotation 7: segmentation counts is not a compressed RLE string (characters [' ', 'z', '~'])"),
+        ([ann(7, 1, [1, 1, 5, 5], segmentation="1 1 5 5")], None,
+         "annotation 7: segmentation 1 1 5 5 is neither polygons (a list) nor an RLE (a dict)"),
     ],
 )  # fmt: skip
 def test_bad_annotations_are_one_line_naming_what_is_at_fault(tmp_path, annotations, images, message):
-    path = write_coco(tmp_path, annotations, images)
+    categories = None
+    if message.startswith("category 'bear' id '1'"):
+        categories = [{"id": "1", "name": "bear", "supercategory": "animal"}]
+    path = write_coco(tmp_path, annotations, images, categories)
     with pytest.raises(DataError) as err:
         load_coco(path)
     assert str(err.value) == f"{path}: {message}" + (
@@ -150,3 +175,14 @@ def test_auto_knowledge_without_any_object_is_one_line(tmp_path):
     path = write_coco(tmp_path, [])
     with pytest.raises(DataError, match=r"knowledge auto found no category with an annotated object"):
         resolve_knowledge(load_coco(path), "auto", str(path))
+
+
+def test_a_flat_polygon_list_is_wrapped_logged_and_masks_like_the_wrapped_one(tmp_path, caplog):
+    polygon = [10.0, 5.0, 40.0, 5.0, 40.0, 30.0, 10.0, 30.0]
+    flat = write_coco(tmp_path, [ann(7, 1, [10, 5, 30, 25], segmentation=polygon)])
+    with caplog.at_level("INFO", logger="kneurons"):
+        (record,) = image_records(load_coco(flat), tmp_path / "images")
+    assert f"{flat}: annotation 7: flat polygon list wrapped as one polygon" in caplog.text
+    assert record.annotations[0].segmentation == [polygon]
+    rows = inpaint_candidates([record], "bear", tmp_path / "out", 5, source="segmentation")
+    assert rows[0].inpainted  # inpainted with the repaired polygon, no error inside the inpaint job

@@ -108,16 +108,67 @@ def test_unknown_knowledge(tmp_path, coco):
     no_partial_output(work, "results/samples/knowledge.tsv")
 
 
-@pytest.mark.parametrize(
-    ("damage", "message"), [("missing", "image file not found"), ("garbage", "image file is not a readable image")]
-)
-def test_missing_or_unreadable_image(tmp_path, coco, damage, message):
-    path = coco["record"].path
-    path.unlink() if damage == "missing" else path.write_bytes(b"not a jpeg")
+def _spoil_candidates(coco: dict) -> dict[int, str]:
+    """Four candidate images of two targets (k and another category, now both in the config) spoiled four ways:
+    missing, not an image, a JPEG cut to 40 % of its bytes, an annotated width one pixel off. Returns {image_id:
+    the line the check must show}."""
+    data = json.loads(coco["ann"].read_text())
+    names = {c["id"]: c["name"] for c in data["categories"]}
+    holding: dict[str, list[int]] = {}
+    for a in sorted(data["annotations"], key=lambda a: a["image_id"]):
+        holding.setdefault(names[a["category_id"]], []).append(a["image_id"])
+    first = [i for i in dict.fromkeys(holding[coco["k"]])][:2]
+    other = next(n for n, ids in holding.items() if n != coco["k"] and len(set(ids) - set(first)) >= 2)
+    ids = first + [i for i in dict.fromkeys(holding[other]) if i not in first][:2]
+    coco["config"].write_text(coco["config"].read_text().replace(f"['{coco['k']}']", f"['{coco['k']}', '{other}']"))
+    coco["targets"] = [coco["k"], other]
+    info = {i["id"]: i for i in data["images"]}
+    files = [coco["images"] / info[i]["file_name"] for i in ids]
+    files[0].unlink()
+    files[1].write_bytes(b"not a jpeg")
+    files[2].write_bytes(files[2].read_bytes()[: len(files[2].read_bytes()) * 2 // 5])
+    info[ids[3]]["width"] += 1
+    coco["ann"].write_text(json.dumps(data))
+    w, h = info[ids[3]]["width"], info[ids[3]]["height"]
+    problems = [
+        "image file not found",
+        "image does not decode completely (cannot identify image file",
+        "image does not decode completely (image file is truncated",
+        f"the file is {w - 1}x{h} (width x height) but the annotations say {w}x{h}",
+    ]
+    return {i: f"{f} (image {i}): {p}" for i, f, p in zip(ids, files, problems, strict=True)}
+
+
+def test_every_bad_image_is_named_at_once_before_any_model_job(tmp_path, coco):
+    lines = _spoil_candidates(coco)
     k = slug(coco["k"])
-    work, proc = run_target(tmp_path, coco, f"results/samples/{k}/candidates.tsv")
-    assert_one_error(proc, "inpaint", f"{path}: {message}")
-    no_partial_output(work, f"results/samples/{k}/candidates.tsv", f"results/inpainted/{k}")
+    work, proc = run_target(tmp_path, coco, f"results/samples/{k}/captioned.tsv")
+    shown = kneurons_lines(proc.stdout + proc.stderr)
+    for line in lines.values():  # all four together, each naming the file, the id and what is wrong
+        assert any(ln.startswith(f"kneurons: {line}") for ln in shown), (line, shown)
+    assert_one_error(proc, "check_images", "4 bad image(s) among the ")
+    no_partial_output(work, "results/samples/image_check.tsv", f"results/samples/{k}/candidates.tsv")
+    assert not (work / f"results/samples/{k}/captioned.tsv").exists()  # no model job ran
+
+
+def test_bad_images_can_be_skipped_with_the_reason_and_are_checked_once(tmp_path, coco):
+    lines = _spoil_candidates(coco)
+    coco["config"].write_text(coco["config"].read_text() + "samples: {bad_images: skip, max_candidates: 8}\n")
+    targets = [f"results/samples/{slug(t)}/selected.tsv" for t in coco["targets"]]
+    work = tmp_path / "work"
+    proc = snakemake(work, "--cores", "1", *targets, configs=(coco["config"],))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "kneurons: 4 bad image(s) skipped (samples.bad_images: skip): their candidates are rejected" in (
+        kneurons_lines(proc.stderr)
+    )
+    rows = {int(r["image_id"]): r for t in targets for r in read_tsv_rows(work / t)}
+    for image_id, line in lines.items():
+        assert rows[image_id]["status"] == "rejected"
+        assert rows[image_id]["reason"].startswith("bad image: " + line.split(": ", 1)[1]), rows[image_id]
+    checked = read_tsv_rows(work / "results/samples/image_check.tsv")
+    assert len({r["image_id"] for r in checked}) == len(checked) >= 4  # each file once
+    again = snakemake(work, "-n", *targets, configs=(coco["config"],))
+    assert "check_images" not in again.stdout  # cached: a rerun does not check again
 
 
 @pytest.mark.parametrize(
@@ -152,6 +203,9 @@ def test_a_run_where_nothing_passes_ends_with_empty_tables_that_say_why(tmp_path
         assert note in (work / "results/tables" / table).read_text(), table
     assert "No neuron set" in (work / "results/tables/layer_distribution.md").read_text()
     assert "No neuron set was perturbed" in (work / "results/tables/dose_response.md").read_text()
+    for table in ("examples.md", "decoded_neurons.md"):  # header-only tables no more: they say why
+        text = (work / "results/tables" / table).read_text()
+        assert "No knowledge target has a sample in D (k not in caption: " in text, (table, text)
     for png in ("layer_distribution.png", "dose_response.png"):
         assert (work / "results/figures" / png).read_bytes()[:4] == b"\x89PNG"
 

@@ -132,7 +132,7 @@ def test_the_workflow_runs_as_slurm_jobs_resumes_after_ctrl_c_and_matches_the_lo
     local = {ln.split()[1].rstrip(":") for ln in output.splitlines() if ln.startswith("localrule ")}
     assert local <= {"all"}, local
     done = [rule for rule, state in completed_jobs(since) if state == "COMPLETED"]
-    expected_rules = {"synth_split", "train_captioner", "evaluate_captioner", "knowledge", "inpaint",
+    expected_rules = {"synth_split", "train_captioner", "evaluate_captioner", "knowledge", "check_images", "inpaint",
                       "caption_candidates", "select_samples", "sample_table", "activations", "gradcam",
                       "neurons_ours", "neurons_baseline", "neurons_control", "neuron_summary", "noise_scale",
                       "reference_captions", "perturb", "table2", "table3", "dose_response", "layer_distribution",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,9 +46,61 @@ class ImageRecord:
         return self.width, self.height
 
 
+def _is_number(v: object) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def _check_id(path: Path, what: str, value: object) -> None:
+    """DataError unless ``value`` is an integer: pycocotools reads a string id as a sequence of characters, so
+    "101" would silently match nothing."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise DataError(f"{path}: {what} {value!r} is a {type(value).__name__}, not an integer (COCO ids are integers)")
+
+
+def _checked_polygons(seg: list, where: str) -> list:
+    """``seg`` as a list of polygons (a flat [x1, y1, x2, y2, ...] list is wrapped, the one unambiguous repair);
+    DataError naming the polygon and its value if one is not an even list of at least 3 points of numbers."""
+    if seg and all(_is_number(v) for v in seg):
+        logging.getLogger("kneurons").info("%s: flat polygon list wrapped as one polygon", where)
+        seg = [seg]
+    for i, poly in enumerate(seg):
+        shown = str(poly)[:80]
+        if not isinstance(poly, list) or not all(_is_number(v) for v in poly):
+            raise DataError(f"{where}: segmentation polygon {i} is not a list of numbers: {shown}")
+        if len(poly) % 2:
+            raise DataError(
+                f"{where}: segmentation polygon {i} has an odd number ({len(poly)}) of coordinates: {shown}"
+            )
+        if len(poly) < 6:
+            raise DataError(f"{where}: segmentation polygon {i} has {len(poly) // 2} point(s), fewer than 3: {shown}")
+    return seg
+
+
+_RLE_CHARS = frozenset(chr(c) for c in range(48, 48 + 64))  # pycocotools' compressed RLE alphabet
+
+
+def _check_rle(seg: dict, where: str, height: int, width: int) -> None:
+    """DataError naming the key and value of a malformed RLE (size checked by the caller)."""
+    counts = seg.get("counts")
+    if isinstance(counts, str):
+        bad = sorted(set(counts) - _RLE_CHARS)
+        if bad or not counts:
+            raise DataError(f"{where}: segmentation counts is not a compressed RLE string (characters {bad[:5]})")
+    elif isinstance(counts, list):
+        if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts):
+            raise DataError(f"{where}: segmentation counts {str(counts)[:80]} are not non-negative integers")
+        if sum(counts) != height * width:
+            raise DataError(
+                f"{where}: segmentation counts sum to {sum(counts)} pixels, not height x width = {height * width}"
+            )
+    else:
+        raise DataError(f"{where}: segmentation counts {str(counts)[:80]} is neither an RLE string nor a list")
+
+
 def _check_dataset(path: Path, data: dict) -> None:
     """DataError naming the file, the image or annotation id, the key and the value of the first problem pycocotools
-    would not report clearly (or would merge silently: duplicate image ids)."""
+    would not report clearly (or would merge silently: duplicate image ids, string ids). A flat polygon list is
+    wrapped in place (logged)."""
     for key in ("images", "annotations", "categories"):
         if key not in data:
             raise DataError(f"{path}: not a COCO instances file (missing key '{key}')")
@@ -56,6 +109,7 @@ def _check_dataset(path: Path, data: dict) -> None:
         for key in ("id", "file_name", "height", "width"):
             if key not in info:
                 raise DataError(f"{path}: image {info.get('id', '?')} has no '{key}'")
+        _check_id(path, "image id", info["id"])
         if info["id"] in images:
             raise DataError(
                 f"{path}: image id {info['id']} is used twice ({images[info['id']]['file_name']} and "
@@ -66,12 +120,15 @@ def _check_dataset(path: Path, data: dict) -> None:
         for key in ("id", "name"):
             if key not in cat:
                 raise DataError(f"{path}: category {cat.get('id', cat.get('name', '?'))} has no '{key}'")
+        _check_id(path, f"category {cat['name']!r} id", cat["id"])
     categories = {c["id"] for c in data["categories"]}
     for ann in data["annotations"]:
         where = f"{path}: annotation {ann.get('id', '?')}"
         for key in ("id", "image_id", "category_id", "bbox", "iscrowd"):
             if key not in ann:
                 raise DataError(f"{where} has no '{key}'")
+        for key in ("id", "image_id", "category_id"):
+            _check_id(path, f"annotation {ann['id']!r} {key}", ann[key])
         if ann["category_id"] not in categories:
             raise DataError(f"{where}: category_id {ann['category_id']} is not a category of the file")
         if ann["image_id"] not in images:
@@ -80,11 +137,17 @@ def _check_dataset(path: Path, data: dict) -> None:
         if not (isinstance(box, list) and len(box) == 4 and all(isinstance(v, int | float) for v in box)):
             raise DataError(f"{where}: bbox {box} is not [x, y, width, height]")
         seg, info = ann.get("segmentation"), images[ann["image_id"]]
-        if isinstance(seg, dict) and list(seg.get("size", [])) != [info["height"], info["width"]]:
-            raise DataError(
-                f"{where}: segmentation size {seg.get('size')} differs from image {ann['image_id']}'s "
-                f"[height, width] = [{info['height']}, {info['width']}]"
-            )
+        if isinstance(seg, dict):
+            if list(seg.get("size", [])) != [info["height"], info["width"]]:
+                raise DataError(
+                    f"{where}: segmentation size {seg.get('size')} differs from image {ann['image_id']}'s "
+                    f"[height, width] = [{info['height']}, {info['width']}]"
+                )
+            _check_rle(seg, where, info["height"], info["width"])
+        elif isinstance(seg, list):
+            ann["segmentation"] = _checked_polygons(seg, where)
+        elif seg is not None:
+            raise DataError(f"{where}: segmentation {str(seg)[:80]} is neither polygons (a list) nor an RLE (a dict)")
 
 
 def load_coco(path: str | os.PathLike) -> COCO:

@@ -26,7 +26,7 @@ from kneurons.h5io import read_dump
 from kneurons.io import read_tsv_rows, write_text, write_tsv_rows
 from kneurons.metrics import ALL, CONTROL, NONE, level_name, level_order, markdown_table, table_order
 from kneurons.samples import Candidate, read_tsv
-from kneurons.selection import records_by_id, sample_images, selected
+from kneurons.selection import no_sample_note, records_by_id, sample_images, selected
 from kneurons.tables import read_perturbations
 
 
@@ -195,4 +195,5 @@ def examples_stage(
         rows.append(row)
     cols = ["knowledge", "image_id", "original", "inpainted", *methods]
     write_tsv_rows(out_csv, rows, cols, delimiter=",")
-    write_text(out_md, f"Example captions (noise level {level:g}, seed 0)\n\n" + markdown_table(rows, cols))
+    body = markdown_table(rows, cols) if rows else no_sample_note(selected_tsv) + "\n"
+    write_text(out_md, f"Example captions (noise level {level:g}, seed 0)\n\n" + body)

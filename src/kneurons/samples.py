@@ -6,7 +6,7 @@ import logging
 import os
 import string
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -141,6 +141,11 @@ def _past_edge(rec: ImageRecord, ann: Annotation) -> bool:
     return x < 0 or y < 0 or x + w > rec.width or y + h > rec.height
 
 
+def candidate_records(records: Sequence[ImageRecord], name: str, max_candidates: int) -> list[ImageRecord]:
+    """The candidate images of target ``name``: the first ``max_candidates`` images holding it (image id order)."""
+    return [r for r in records if any(a.category == name for a in r.annotations)][:max_candidates]
+
+
 def inpaint_candidates(
     records: Sequence[ImageRecord],
     name: str,
@@ -149,27 +154,31 @@ def inpaint_candidates(
     source: str = "box",
     dilate: int = 0,
     radius: int = 3,
+    bad_images: Mapping[int, str] | None = None,
 ) -> list[Candidate]:
     """Inpaint every instance of ``name``, crowd regions included, out of the first ``max_candidates`` images
     holding it (image id order).
 
     Writes ``{out_dir}/{image_id}.png`` (lossless) and returns the candidates, their other objects (crowd regions
     too) and those that the inpainting mask also covers. A candidate whose box of k is unusable (``box_problem``)
-    is rejected with that reason and not inpainted; boxes slightly past the edge are clipped (logged). Each image is
-    checked against its annotated size (``read_record``).
+    is rejected with that reason and not inpainted, and so is one whose image the check found bad
+    (``bad_images``: {image_id: problem}); boxes slightly past the edge are clipped (logged). Each image is checked
+    against its annotated size (``read_record``).
     """
     log = logging.getLogger("kneurons")
     out = Path(out_dir)
     rows = []
     with atomic_path(out) as tmp:
         tmp.mkdir()
-        for rec in [r for r in records if any(a.category == name for a in r.annotations)][:max_candidates]:
+        for rec in candidate_records(records, name, max_candidates):
             targets = [a for a in rec.annotations if a.category == name]
             others = [a for a in rec.annotations if a.category != name]
             row = Candidate(name, rec.id, "", others=",".join(sorted({a.category for a in others})))
-            problems = [p for p in (box_problem(rec, a) for a in targets) if p]
+            problems = [f"bad box: {p}" for p in (box_problem(rec, a) for a in targets) if p]
+            if (bad_images or {}).get(rec.id):
+                problems.insert(0, f"bad image: {bad_images[rec.id]}")
             if problems:
-                rows.append(Candidate(**{**asdict(row), "status": "rejected", "reason": f"bad box: {problems[0]}"}))
+                rows.append(Candidate(**{**asdict(row), "status": "rejected", "reason": problems[0]}))
                 log.info("image %d (%s): skipped, %s", rec.id, rec.path, problems[0])
                 continue
             for a in targets:

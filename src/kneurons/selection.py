@@ -7,10 +7,13 @@ from collections.abc import Sequence
 from dataclasses import asdict
 
 from kneurons.coco import ImageRecord, image_records, load_coco
+from kneurons.imagecheck import check_images, problem_lines, read_problems, write_check
 from kneurons.io import read_tsv_rows, write_tsv_rows
+from kneurons.jobs import console
 from kneurons.samples import (
     Candidate,
     Knowledge,
+    candidate_records,
     inpaint_candidates,
     read_tsv,
     reason_counts,
@@ -37,10 +40,26 @@ def records_by_id(annotations: str, images: str) -> dict[int, ImageRecord]:
     return {r.id: r for r in image_records(load_coco(annotations), images)}
 
 
-def inpaint_stage(annotations: str, images: str, name: str, out_tsv: str, out_dir: str, **options) -> None:
-    """Rule inpaint: inpaint k out of its candidate images; list them with their other objects."""
+def inpaint_stage(
+    annotations: str, images: str, name: str, checked: str, out_tsv: str, out_dir: str, **options
+) -> None:
+    """Rule inpaint: inpaint k out of its candidate images (those the image check ``checked`` found bad are
+    rejected with its reason); list them with their other objects."""
     records = image_records(load_coco(annotations), images)
-    write_tsv(out_tsv, inpaint_candidates(records, name, out_dir, **options))
+    write_tsv(out_tsv, inpaint_candidates(records, name, out_dir, bad_images=read_problems(checked), **options))
+
+
+def check_stage(
+    annotations: str, images: str, knowledge_tsv: str, max_candidates: int, bad_images: str, out: str
+) -> list[str]:
+    """Rule check_images: check every candidate image of every target once (kneurons.imagecheck); returns the
+    problem lines (with ``bad_images`` "stop" a bad image raises DataError after ``console`` showed them)."""
+    records = image_records(load_coco(annotations), images)
+    chosen = [r for t in read_knowledge(knowledge_tsv) for r in candidate_records(records, t.name, max_candidates)]
+    rows = check_images(chosen)
+    for line in problem_lines(rows):
+        console(line)
+    return write_check(out, rows, bad_images)
 
 
 def select_stage(captioned_tsv: str, n: int, synonyms: Sequence[str], out_tsv: str) -> dict[str, int]:
@@ -76,3 +95,9 @@ def sample_table(selected_tsvs: Sequence[str], out_tsv: str) -> None:
 def sample_images(selected_tsv: str) -> list[Candidate]:
     """D over all knowledge targets: the selected rows of the sample table, in (knowledge, image id) order."""
     return sorted(selected(read_tsv(selected_tsv)), key=lambda r: (r.knowledge, r.image_id))
+
+
+def no_sample_note(samples_tsv: str) -> str:
+    """Why D is empty, for a table that has no row: every candidate's reason counted, or no candidate at all."""
+    reasons = ", ".join(f"{why}: {n}" for why, n in sorted(reason_counts(read_tsv(samples_tsv)).items()))
+    return f"No knowledge target has a sample in D ({reasons or 'no candidate image'}): nothing to show."

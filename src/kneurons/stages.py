@@ -20,7 +20,7 @@ from kneurons.metrics import markdown_table
 from kneurons.models import LoadedModel
 from kneurons.perturb import layer_units, perturbations, perturbed_captions
 from kneurons.samples import Candidate, read_tsv, write_tsv
-from kneurons.selection import records_by_id, sample_images, selected
+from kneurons.selection import no_sample_note, records_by_id, sample_images, selected
 from kneurons.vocab import decode_neurons
 
 
@@ -212,10 +212,13 @@ def perturb_stage(
 DECODED_COLUMNS = ["method", "knowledge", "set", "rank", "layer", "unit", "score", "tokens"]
 
 
-def decoded_neurons_stage(loaded: LoadedModel, set_dirs: Sequence[str], top: int, out_csv: str, out_md: str) -> None:
+def decoded_neurons_stage(
+    loaded: LoadedModel, set_dirs: Sequence[str], samples_tsv: str, top: int, out_csv: str, out_md: str
+) -> None:
     """Rule decoded_neurons: the ``top`` tokens W_U · W_down[:, i] promotes for every neuron of every set (CSV);
-    the Markdown shows each method's ``top`` highest-scored neurons of each target's first sample. Each distinct
-    neuron is decoded once, in one product per layer."""
+    the Markdown shows each method's ``top`` highest-scored neurons of each target's first sample (or says why
+    there is none: no sample in D, ``samples_tsv``'s reasons, or only empty sets). Each distinct neuron is decoded
+    once, in one product per layer."""
     sets = [json.loads(path.read_text()) for d in set_dirs for path in per_image_files(d, ".json")]
     distinct = sorted({(layer, unit) for s in sets for layer, unit, _ in s["neurons"]})
     decoded = dict(zip(distinct, decode_neurons(loaded, distinct, top) if distinct else [], strict=True))
@@ -244,8 +247,14 @@ def decoded_neurons_stage(loaded: LoadedModel, set_dirs: Sequence[str], top: int
         if r["set"] == first_set[(r["method"], r["knowledge"])] and r["rank"] <= top
     ]
     shown.sort(key=lambda r: (r["knowledge"], r["method"], r["rank"]))
+    if shown:
+        body = markdown_table(shown, ["knowledge", "method", "set", "rank", "neuron", "tokens"])
+    elif sets:
+        body = (
+            f"Every one of the {len(sets)} neuron sets is empty (no neuron over the thresholds): nothing to decode.\n"
+        )
+    else:
+        body = no_sample_note(samples_tsv) + "\n"
     write_text(
-        out_md,
-        f"Decoded neurons: the top-{top} tokens of W_U · W_down[:, i] (first sample of each target)\n\n"
-        + markdown_table(shown, ["knowledge", "method", "set", "rank", "neuron", "tokens"]),
+        out_md, f"Decoded neurons: the top-{top} tokens of W_U · W_down[:, i] (first sample of each target)\n\n" + body
     )

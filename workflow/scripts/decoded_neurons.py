@@ -8,6 +8,7 @@ start_job(snakemake)
 decoded_neurons_stage(
     load_job_model(snakemake),
     list(snakemake.input.sets),
+    snakemake.input.selected,
     snakemake.params.top,
     snakemake.output.csv,
     snakemake.output.md,

@@ -9,6 +9,7 @@ inpaint_stage(
     snakemake.input.annotations,
     snakemake.input.images,
     snakemake.params.name,
+    checked=snakemake.input.checked,
     out_tsv=snakemake.output.candidates,
     out_dir=snakemake.output.images,
     max_candidates=o["max_candidates"],
