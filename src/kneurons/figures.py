@@ -98,6 +98,11 @@ def mean_map(traces: Sequence[np.ndarray], regions: np.ndarray, size: tuple[int,
 
 
 def plot_heatmaps(panels: Sequence[HeatmapPanel], top: int, title: str, out: str | os.PathLike) -> None:
+    """Fig. 3 as a PNG file (``heatmap_figure``)."""
+    _save(heatmap_figure(panels, top, title), out)
+
+
+def heatmap_figure(panels: Sequence[HeatmapPanel], top: int, title: str) -> plt.Figure:
     """Fig. 3: one row per sample: the image, the mean activation of its top neurons over it (the paper's map),
     then each top neuron's own activation; every value sits on the pixels its token covers.
 
@@ -121,7 +126,7 @@ def plot_heatmaps(panels: Sequence[HeatmapPanel], top: int, title: str, out: str
             ax.imshow(token_map(trace, panel.regions, size), cmap="jet", alpha=0.5)
             ax.set_title(f"L{layer} #{unit}", fontsize=8)
     fig.suptitle(title, fontsize=10)
-    _save(fig, out)
+    return fig
 
 
 @dataclass(frozen=True)

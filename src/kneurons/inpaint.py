@@ -33,9 +33,17 @@ def object_mask(ann: Annotation, height: int, width: int, source: str = "box", d
         mask = (mask_utils.decode(mask_utils.merge(rles) if isinstance(rles, list) else rles) > 0).astype(
             np.uint8
         ) * 255
-    if dilate > 0:
-        mask = cv2.dilate(mask, np.ones((2 * dilate + 1, 2 * dilate + 1), np.uint8))
-    return mask
+    return dilated(mask, dilate)
+
+
+def dilated(mask: np.ndarray, dilate: int) -> np.ndarray:
+    """An (H, W) uint8 mask grown by ``dilate`` pixels on every side (a square structuring element)."""
+    return cv2.dilate(mask, np.ones((2 * dilate + 1, 2 * dilate + 1), np.uint8)) if dilate > 0 else mask
+
+
+def inpaint_mask(image: np.ndarray, mask: np.ndarray, radius: int = 3) -> np.ndarray:
+    """Fill the nonzero pixels of ``mask`` (H, W) in an (H, W, 3) uint8 image with cv2.INPAINT_TELEA, ``radius`` px."""
+    return cv2.inpaint(np.ascontiguousarray(image), (mask > 0).astype(np.uint8) * 255, radius, cv2.INPAINT_TELEA)
 
 
 def remove_objects(
@@ -46,4 +54,4 @@ def remove_objects(
     mask = np.zeros((h, w), np.uint8)
     for ann in anns:
         mask |= object_mask(ann, h, w, source, dilate)
-    return cv2.inpaint(np.ascontiguousarray(image), mask, radius, cv2.INPAINT_TELEA)
+    return inpaint_mask(image, mask, radius)

@@ -34,54 +34,68 @@ def excluded_layers(n_layers: int, exclude_last_layer: bool) -> tuple[int, ...]:
     return (n_layers - 1,) if exclude_last_layer else ()
 
 
-def ours_stage(
-    activations_dir: str, gradcam_dir: str, thresholds: dict, exclude_last_layer: bool, out_dir: str
-) -> None:
-    """Rule neurons_ours: C^k (stage 1) and N_k (stage 2) per sample, with the threshold values actually used.
+def two_stage(v_max: np.ndarray, g_max: np.ndarray, thresholds: dict, exclude_last_layer: bool) -> tuple:
+    """C^k and N_k (L, d_ff) bool from max_p V and max_p g (L, d_ff), with the threshold values used and the
+    excluded layers: (candidates, final, t_a, t_g, exclude).
 
     ``thresholds``: {"activation": number or "q<quantile>", "gradcam": number or "q<quantile>"}. A quantile of
     the activation threshold is taken over all neurons' max_p V; of the GradCAM threshold over the candidates'
     max_p g, floored at 0 (a negative GradCAM never marks a neuron that raises y_c).
     """
+    n_layers = v_max.shape[0]
+    exclude = excluded_layers(n_layers, exclude_last_layer)
+    eligible = np.ones(n_layers, bool)
+    eligible[list(exclude)] = False
+    t_a = resolve_threshold(thresholds["activation"], v_max[eligible])
+    # the per-neuron maxima as one-position V and g: the filters' max over positions gives them back
+    cand = candidates(v_max[:, None, :], t_a, exclude)
+    t_g = resolve_threshold(thresholds["gradcam"], g_max[cand])
+    if isinstance(thresholds["gradcam"], str):
+        t_g = max(t_g, 0.0)
+    return cand, final_set(cand, g_max[:, None, :], t_g), t_a, t_g, exclude
+
+
+def ours_set(
+    v_max: np.ndarray, g_max: np.ndarray, thresholds: dict, exclude_last_layer: bool, knowledge: str, image_id: int
+) -> dict:
+    """C^k (stage 1) and N_k (stage 2) of one sample (``two_stage``) as the set record the workflow writes, with
+    the threshold values actually used."""
+    cand, final, t_a, t_g, exclude = two_stage(v_max, g_max, thresholds, exclude_last_layer)
+    chosen = NeuronSet.from_mask(final, g_max)
+    n_layers = v_max.shape[0]
+    return {
+        "method": "ours",
+        "knowledge": knowledge,
+        "image_id": int(image_id),
+        "thresholds": {
+            "activation": thresholds["activation"],
+            "activation_value": t_a,
+            "gradcam": thresholds["gradcam"],
+            "gradcam_value": t_g if np.isfinite(t_g) else None,  # None: no candidate to rank
+        },
+        "excluded_layers": list(exclude),
+        "candidates": int(cand.sum()),
+        "candidate_layer_counts": cand.sum(axis=1).tolist(),
+        "size": len(chosen),
+        "layer_counts": chosen.layer_counts(n_layers),
+        "score": "max_p GradCAM",
+        "neurons": chosen.neurons,
+    }
+
+
+def ours_stage(
+    activations_dir: str, gradcam_dir: str, thresholds: dict, exclude_last_layer: bool, out_dir: str
+) -> None:
+    """Rule neurons_ours: ``ours_set`` of every sample from its dumps."""
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
         for path in per_image_files(activations_dir, ".h5"):
             acts, attrs = read_dump(path, ["v_max"])
-            vmax = acts["v_max"]  # (L, d_ff) = max_p V
-            gmax = read_dump(Path(gradcam_dir) / path.name, ["g_max"])[0]["g_max"]  # (L, d_ff) = max_p g
-            n_layers = vmax.shape[0]
-            exclude = excluded_layers(n_layers, exclude_last_layer)
-            eligible = np.ones(n_layers, bool)
-            eligible[list(exclude)] = False
-            t_a = resolve_threshold(thresholds["activation"], vmax[eligible])
-            # the per-neuron maxima as one-position V and g: the filters' max over positions gives them back
-            cand = candidates(vmax[:, None, :], t_a, exclude)
-            t_g = resolve_threshold(thresholds["gradcam"], gmax[cand])
-            if isinstance(thresholds["gradcam"], str):
-                t_g = max(t_g, 0.0)
-            final = final_set(cand, gmax[:, None, :], t_g)
-            chosen = NeuronSet.from_mask(final, gmax)
-            write_json(
-                tmp / f"{path.stem}.json",
-                {
-                    "method": "ours",
-                    "knowledge": str(attrs["knowledge"]),
-                    "image_id": int(attrs["image_id"]),
-                    "thresholds": {
-                        "activation": thresholds["activation"],
-                        "activation_value": t_a,
-                        "gradcam": thresholds["gradcam"],
-                        "gradcam_value": t_g if np.isfinite(t_g) else None,  # None: no candidate to rank
-                    },
-                    "excluded_layers": list(exclude),
-                    "candidates": int(cand.sum()),
-                    "candidate_layer_counts": cand.sum(axis=1).tolist(),
-                    "size": len(chosen),
-                    "layer_counts": chosen.layer_counts(n_layers),
-                    "score": "max_p GradCAM",
-                    "neurons": chosen.neurons,
-                },
+            g_max = read_dump(Path(gradcam_dir) / path.name, ["g_max"])[0]["g_max"]
+            record = ours_set(
+                acts["v_max"], g_max, thresholds, exclude_last_layer, str(attrs["knowledge"]), int(attrs["image_id"])
             )
+            write_json(tmp / f"{path.stem}.json", record)
 
 
 def _derive_sets(source_dir: str, out_dir: str, make: Callable[[Path, dict], dict]) -> None:
@@ -93,63 +107,80 @@ def _derive_sets(source_dir: str, out_dir: str, make: Callable[[Path, dict], dic
             write_json(tmp / path.name, make(path, json.loads(path.read_text())))
 
 
+def baseline_set(
+    method: str,
+    ours: dict,
+    g_mean: np.ndarray,
+    o_mean: np.ndarray,
+    unit_logit: np.ndarray,
+    exclude_last_layer: bool,
+) -> dict:
+    """Schwettmann's (mean_p g) or Pan's (mean_p O' · D[:, c]) top-|N_k| neurons of one sample, from the (L, d_ff)
+    per-neuron means and D[:, c]; never from the last layer when ``exclude_last_layer``, like ours."""
+    if method not in BASELINES:
+        raise ValueError(f"baseline method must be one of {BASELINES}, got {method!r}")
+    exclude = excluded_layers(g_mean.shape[0], exclude_last_layer)
+    # per-neuron means (L, d_ff) as one-position arrays: the scores' mean over positions gives them back
+    if method == "schwettmann":
+        scores, desc = schwettmann_scores(g_mean[:, None, :]), "mean_p GradCAM"
+    else:
+        scores, desc = pan_scores(o_mean[:, None, :], unit_logit), "mean_p O' * D[:, c]"
+    chosen = NeuronSet.from_mask(top_neurons(scores, ours["size"], exclude), scores)
+    return {
+        "method": method,
+        "knowledge": ours["knowledge"],
+        "image_id": ours["image_id"],
+        "excluded_layers": list(exclude),
+        "size": len(chosen),
+        "size_from": "ours",
+        "layer_counts": chosen.layer_counts(len(ours["layer_counts"])),
+        "score": desc,
+        "neurons": chosen.neurons,
+    }
+
+
 def baseline_stage(
     method: str, ours_dir: str, activations_dir: str, gradcam_dir: str, exclude_last_layer: bool, out_dir: str
 ) -> None:
-    """Rule neurons_baseline: Schwettmann's or Pan's top-|N_k| neurons for each sample (never from the last layer
-    when ``exclude_last_layer``, like ours)."""
-    if method not in BASELINES:
-        raise ValueError(f"baseline method must be one of {BASELINES}, got {method!r}")
+    """Rule neurons_baseline: ``baseline_set`` of every sample from its dumps."""
 
     def make(path: Path, ours: dict) -> dict:
         cam, _ = read_dump(Path(gradcam_dir) / f"{path.stem}.h5", ["g_mean", "unit_logit"])
-        exclude = excluded_layers(cam["g_mean"].shape[0], exclude_last_layer)
-        # per-neuron means (L, d_ff) as one-position arrays: the scores' mean over positions gives them back
-        if method == "schwettmann":
-            scores, desc = schwettmann_scores(cam["g_mean"][:, None, :]), "mean_p GradCAM"
-        else:
-            o_mean = read_dump(Path(activations_dir) / f"{path.stem}.h5", ["o_mean"])[0]["o_mean"]
-            scores, desc = pan_scores(o_mean[:, None, :], cam["unit_logit"]), "mean_p O' * D[:, c]"
-        chosen = NeuronSet.from_mask(top_neurons(scores, ours["size"], exclude), scores)
-        return {
-            "method": method,
-            "knowledge": ours["knowledge"],
-            "image_id": ours["image_id"],
-            "excluded_layers": list(exclude),
-            "size": len(chosen),
-            "size_from": "ours",
-            "layer_counts": chosen.layer_counts(len(ours["layer_counts"])),
-            "score": desc,
-            "neurons": chosen.neurons,
-        }
+        o_mean = read_dump(Path(activations_dir) / f"{path.stem}.h5", ["o_mean"])[0]["o_mean"]
+        return baseline_set(method, ours, cam["g_mean"], o_mean, cam["unit_logit"], exclude_last_layer)
 
     _derive_sets(ours_dir, out_dir, make)
 
 
-def control_stage(method: str, method_dir: str, gradcam_dir: str, out_dir: str) -> None:
-    """Rule neurons_control: the random control of ``method`` for each sample: as many units in each layer as the
-    method's set has there, drawn uniformly (seeded by method, knowledge and image id), so control and set differ
-    only in which units were chosen."""
+def control_set(method: str, shadowed: dict, d_ff: int) -> dict:
+    """The random control of ``method``'s set ``shadowed``: as many units in each layer as the set has there, drawn
+    uniformly (seeded by method, knowledge and image id), so control and set differ only in which units were
+    chosen."""
     if method not in METHODS:
         raise ValueError(f"a control shadows one of {METHODS}, got {method!r}")
+    seed = zlib.crc32(f"{method}/{shadowed['knowledge']}/{shadowed['image_id']}".encode())
+    mask = random_neurons(shadowed["layer_counts"], d_ff, seed)
+    chosen = NeuronSet.from_mask(mask, np.zeros(mask.shape, np.float32))
+    return {
+        "method": method + CONTROL,
+        "control_of": method,
+        "knowledge": shadowed["knowledge"],
+        "image_id": shadowed["image_id"],
+        "seed": seed,
+        "size": len(chosen),
+        "size_from": method,
+        "layer_counts": chosen.layer_counts(len(shadowed["layer_counts"])),
+        "score": f"none (random control: {method}'s per-layer counts)",
+        "neurons": chosen.neurons,
+    }
+
+
+def control_stage(method: str, method_dir: str, gradcam_dir: str, out_dir: str) -> None:
+    """Rule neurons_control: ``control_set`` of every sample's set of ``method``."""
 
     def make(path: Path, shadowed: dict) -> dict:
         d_ff = read_dump(Path(gradcam_dir) / f"{path.stem}.h5", ["g_mean"])[0]["g_mean"].shape[-1]
-        seed = zlib.crc32(f"{method}/{shadowed['knowledge']}/{shadowed['image_id']}".encode())
-        mask = random_neurons(shadowed["layer_counts"], d_ff, seed)
-        chosen = NeuronSet.from_mask(mask, np.zeros(mask.shape, np.float32))
-        return {
-            "method": method + CONTROL,
-            "control_of": method,
-            "knowledge": shadowed["knowledge"],
-            "image_id": shadowed["image_id"],
-            "seed": seed,
-            "size": len(chosen),
-            "size_from": method,
-            "layer_counts": chosen.layer_counts(len(shadowed["layer_counts"])),
-            "score": f"none (random control: {method}'s per-layer counts)",
-            "neurons": chosen.neurons,
-        }
+        return control_set(method, shadowed, d_ff)
 
     _derive_sets(method_dir, out_dir, make)
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from kneurons.errors import ModelError
 from kneurons.generation import adaptive_batches, collate, generate_batch, image_inputs
 from kneurons.hooks import edit_image_activations
 from kneurons.models import LoadedModel
@@ -76,6 +77,31 @@ def perturb_units(
         if len(idx[layer]):  # (N, n) elements: the set's units at the image positions only
             at = (rows[:, None], cols[:, None], idx[layer])
             out[at] = out[at] * keep + noise
+
+    with edit_image_activations(loaded.act_fns, mask, edit):
+        yield
+
+
+@contextmanager
+def patch_units(
+    loaded: LoadedModel, input_ids: torch.Tensor, units: Sequence[np.ndarray], values: Sequence[torch.Tensor]
+) -> Iterator[None]:
+    """Within the block, set O[l, p, i] ← values[l][p, j] for the set's units ``units[l]`` (i = units[l][j]) at every
+    image position p of every row: ``values[l]`` is (P, n_l), a source image's own activations there (activation
+    patching); every row must have that image's P image tokens."""
+    device, dtype = loaded.device, loaded.model.dtype
+    idx = [torch.as_tensor(u, device=device) for u in units]
+    mask = loaded.image_positions(input_ids)
+    counts = set(mask.sum(dim=1).tolist())
+    p = next((int(v.shape[0]) for v in values if v.numel()), None)
+    if p is not None and counts != {p}:
+        raise ModelError(f"{loaded.path}: patching needs {p} image tokens in every row, the batch has {sorted(counts)}")
+    rows = int(mask.shape[0])
+    tiled = [v.to(device=device, dtype=dtype).repeat(rows, 1) for v in values]  # (N, n_l), row by row
+
+    def edit(layer: int, out: torch.Tensor, r: torch.Tensor, c: torch.Tensor) -> None:
+        if len(idx[layer]):
+            out[(r[:, None], c[:, None], idx[layer])] = tiled[layer]
 
     with edit_image_activations(loaded.act_fns, mask, edit):
         yield

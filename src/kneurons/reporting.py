@@ -62,6 +62,12 @@ def layer_distribution_stage(summary_tsv: str, out_png: str, out_csv: str, out_m
     plot_layer_distribution(counts, out_png)
 
 
+def strongest(neurons: Sequence[Sequence], v_max: np.ndarray, top: int) -> list[tuple[int, int]]:
+    """The ``top`` neurons (layer, unit) of a set with the largest activation difference max_p V (``v_max`` (L,
+    d_ff)): the heatmaps' choice."""
+    return sorted(((int(n[0]), int(n[1])) for n in neurons), key=lambda n: -v_max[n])[:top]
+
+
 def heatmaps_stage(
     annotations: str,
     images: str,
@@ -82,8 +88,7 @@ def heatmaps_stage(
         dump = Path(activations_dir) / f"{row.image_id}.h5"
         attrs = read_dump(dump, [])[1]
         record = read_dump(dump, ["v_max", "token_regions", *TRACE_DATASETS[str(attrs.get("mode", "full"))]])[0]
-        by_v = sorted(((layer, unit) for layer, unit, _ in nset["neurons"]), key=lambda n: -record["v_max"][n])
-        neurons = by_v[:top]
+        neurons = strongest(nset["neurons"], record["v_max"], top)
         found = [(n, t) for n, t in zip(neurons, traces(record, neurons), strict=True) if t is not None]
         panels.append(
             HeatmapPanel(

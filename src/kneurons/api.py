@@ -1,0 +1,286 @@
+"""kneurons from Python: one object over a loaded VLM to explore one image at a time, through the same functions the
+workflow's rules call (inpainting, captions, dumps' statistics, the two-stage filter, the baselines, the controls,
+the perturbation hooks, the heatmaps, the decoded neurons).
+
+    kn = KnowledgeNeurons.load("results/model/captioner")
+    found = kn.find("bear.jpg", "bear", box=[12, 30, 40, 28])
+    with kn.ablate(found.neurons("ours")):
+        print(kn.caption(["bear.jpg"]))
+
+Images are (H, W, 3) uint8 arrays, PIL images or file paths; a neuron is (layer, unit). Errors are the library's
+one-line errors (kneurons.errors).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from kneurons.coco import Annotation, read_image
+from kneurons.dumps import TokenLayout, gradcam, image_activations, target_position
+from kneurons.dumpstats import activation_record, gradcam_record
+from kneurons.errors import DataError, KneuronsError
+from kneurons.figures import HeatmapPanel, heatmap_figure
+from kneurons.generation import generate_captions
+from kneurons.inpaint import dilated, inpaint_mask, remove_objects
+from kneurons.models import LoadedModel, load_model
+from kneurons.neuronsets import BASELINES, METHODS, baseline_set, control_set, ours_set, two_stage
+from kneurons.perturb import layer_units, noise_vector, patch_units, perturb_units
+from kneurons.reporting import strongest
+from kneurons.vocab import decode_neurons
+
+Image = Any  # an (H, W, 3) uint8 array, a PIL image, or a path
+Neuron = tuple[int, int]
+
+
+def as_array(image: Image) -> np.ndarray:
+    """An image as (H, W, 3) uint8 RGB: arrays are checked, PIL images converted, paths read as the workflow reads
+    them (kneurons.coco.read_image: pixels as stored)."""
+    if isinstance(image, str | os.PathLike):
+        return read_image(image)
+    if hasattr(image, "convert") and hasattr(image, "size"):  # PIL
+        return np.asarray(image.convert("RGB"), dtype=np.uint8)
+    array = np.asarray(image)
+    if array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8:
+        raise DataError(f"image: expected an (H, W, 3) uint8 array, got {array.dtype} {array.shape}")
+    return array
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What travels with every ``find``: the thresholds (a number is absolute, "q0.99" a quantile, as in the
+    config), whether the last layer is left out, the inpainting (the workflow's Telea defaults) and the captions."""
+
+    activation: float | str = "q0.99"
+    gradcam: float | str = "q0.5"
+    exclude_last_layer: bool = False
+    dilate: int = 1
+    radius: int = 3
+    max_new_tokens: int = 32
+
+    @property
+    def thresholds(self) -> dict:
+        return {"activation": self.activation, "gradcam": self.gradcam}
+
+
+@dataclass
+class Finding:
+    """What ``find`` found for one image and knowledge k.
+
+    ``sets[kind]`` holds each set exactly as the workflow writes ``results/neurons/{kind}/{k}/{image_id}.json``
+    (kinds: ours, schwettmann, pan and their ``_control``s; ours with C^k's size and the thresholds actually
+    used). ``candidates`` (L, d_ff) bool is C^k; ``v_max`` = max_p V, ``g_max`` = max_p g, ``g_mean`` = mean_p g,
+    ``o_mean`` = mean_p O', ``unit_logit`` = D[:, c] are (L, d_ff); ``original`` and ``inpainted_activations`` are
+    O' (L, P, d_ff); ``layout`` is the image's token layout (positions (P,), regions (P, 4)).
+    """
+
+    knowledge: str
+    image_id: int
+    image: np.ndarray
+    inpainted: np.ndarray
+    caption: str
+    inpainted_caption: str
+    token: str
+    layout: TokenLayout
+    original: np.ndarray
+    inpainted_activations: np.ndarray
+    candidates: np.ndarray
+    v_max: np.ndarray
+    g_max: np.ndarray
+    g_mean: np.ndarray
+    o_mean: np.ndarray
+    unit_logit: np.ndarray
+    sets: dict[str, dict] = field(default_factory=dict)
+
+    def neurons(self, kind: str = "ours") -> list[Neuron]:
+        """The (layer, unit) pairs of one set kind, highest score first."""
+        return [(int(layer), int(unit)) for layer, unit, _ in self.sets[kind]["neurons"]]
+
+
+class KnowledgeNeurons:
+    """A loaded VLM of any supported family with the method around it; perturbations are context managers whose
+    hooks are always released, active around ``caption`` and ``logprob``."""
+
+    def __init__(self, loaded: LoadedModel, prompt: str) -> None:
+        self.loaded, self.prompt = loaded, prompt
+        self._active: list = []  # each: input_ids (B, T) → a context manager editing that batch's prompt pass
+
+    @classmethod
+    def load(
+        cls, path: str | os.PathLike, prompt: str = "<image>The image shows a", device: str = "cpu", dtype="float32"
+    ) -> KnowledgeNeurons:
+        """Load a local model directory (never from a hub) with its family's adapter; ``prompt`` holds the
+        processor's image placeholder (e.g. config/models/*.yaml's prompts)."""
+        return cls(load_model(path, device=device, dtype=dtype), prompt)
+
+    # captions and probabilities ------------------------------------------------------------------------------
+
+    def _context(self, input_ids: torch.Tensor) -> ExitStack:
+        stack = ExitStack()
+        for make in self._active:
+            stack.enter_context(make(input_ids))
+        return stack
+
+    def caption(self, images: Sequence[Image], max_new_tokens: int = 32, batch_size: int | str = 64) -> list[str]:
+        """Greedy captions of ``images`` (batched), under every active perturbation (prompt pass only)."""
+        pixels = [as_array(im) for im in images]
+        return generate_captions(self.loaded, pixels, self.prompt, max_new_tokens, batch_size, self._context)
+
+    @torch.inference_mode()
+    def logprob(self, image: Image, caption: str, word: str, synonyms: Sequence[str] = ()) -> float:
+        """Teacher-forced log p of ``word``'s first token at the position that predicts it in prompt + caption (the
+        position GradCAM uses), under every active perturbation."""
+        inputs, j = target_position(self.loaded, as_array(image), self.prompt, caption, word, synonyms)
+        with self._context(inputs["input_ids"]):
+            logits = self.loaded.model(**inputs, position_ids=self.loaded.positions(inputs)).logits
+        return float(torch.log_softmax(logits[0, j - 1].float(), dim=-1)[inputs["input_ids"][0, j]])
+
+    # perturbations ---------------------------------------------------------------------------------------------
+
+    @contextmanager
+    def _while(self, make) -> Iterator[None]:
+        self._active.append(make)
+        try:
+            yield
+        finally:
+            self._active.remove(make)
+
+    def _units(self, neurons: Sequence[Sequence]) -> list[np.ndarray]:
+        return layer_units(neurons, self.loaded.n_layers)
+
+    def noise(self, neurons: Sequence[Sequence], level: float, seed: int = 0, scale: float = 1.0):
+        """While active, add level · scale · z (z ~ N(0, I_P) from ``seed``, the workflow's noise) to O' of
+        ``neurons`` at every image position."""
+        units = self._units(neurons)
+
+        def make(ids: torch.Tensor):
+            counts = self.loaded.image_positions(ids).sum(dim=1).tolist()
+            noise = np.concatenate([noise_vector(level * scale, seed, p) for p in counts])
+            return perturb_units(self.loaded, ids, units, torch.ones(len(counts)), torch.from_numpy(noise))
+
+        return self._while(make)
+
+    def ablate(self, neurons: Sequence[Sequence]):
+        """While active, O' = 0 for ``neurons`` at every image position (zero-ablation)."""
+        units = self._units(neurons)
+
+        def make(ids: torch.Tensor):
+            n = int(self.loaded.image_positions(ids).sum())
+            return perturb_units(self.loaded, ids, units, torch.zeros(ids.shape[0]), torch.zeros(n))
+
+        return self._while(make)
+
+    def patch(self, neurons: Sequence[Sequence], source_image: Image):
+        """While active, O' of ``neurons`` at every image position is set to its value on ``source_image``
+        (activation patching: e.g. the original's values into the inpainted image, which has the same P)."""
+        units = self._units(neurons)
+        ((source, _),) = image_activations(self.loaded, [as_array(source_image)], self.prompt)  # (L, P, d_ff)
+        values = [torch.from_numpy(np.ascontiguousarray(source[layer][:, u])) for layer, u in enumerate(units)]
+        return self._while(lambda ids: patch_units(self.loaded, ids, units, values))
+
+    # finding ---------------------------------------------------------------------------------------------------
+
+    def inpaint(self, image: Image, knowledge: str, box=None, mask=None, settings: Settings = Settings()) -> np.ndarray:
+        """``image`` with k removed by cv2's Telea inpainting (the workflow's settings): from a COCO box [x, y, w,
+        h] or an (H, W) mask (nonzero inside), grown by ``settings.dilate`` px."""
+        pixels = as_array(image)
+        if (box is None) == (mask is None):
+            raise KneuronsError("inpaint: give exactly one of box=[x, y, w, h] or mask=(H, W) array")
+        if box is not None:
+            ann = Annotation(knowledge, tuple(float(v) for v in box))
+            return remove_objects(pixels, [ann], "box", settings.dilate, settings.radius)
+        mask = np.asarray(mask)
+        if mask.shape != pixels.shape[:2]:
+            raise DataError(f"mask: shape {mask.shape} differs from the image's {pixels.shape[:2]}")
+        return inpaint_mask(pixels, dilated((mask > 0).astype(np.uint8) * 255, settings.dilate), settings.radius)
+
+    def find(
+        self,
+        image: Image,
+        knowledge: str,
+        box: Sequence[float] | None = None,
+        mask: np.ndarray | None = None,
+        inpainted: Image | None = None,
+        caption: str | None = None,
+        settings: Settings = Settings(),
+        synonyms: Sequence[str] = (),
+        image_id: int = 0,
+    ) -> Finding:
+        """k's knowledge neurons in one image: k removed (``box`` or ``mask``, or an ``inpainted`` image given),
+        both images captioned (``caption`` replaces the original's), O' of both, GradCAM on the logit of k's first
+        caption token, C^k and N_k, Schwettmann's and Pan's top-|N_k| and each method's random control (seeded by
+        method, knowledge and ``image_id``), exactly as the workflow computes them."""
+        pixels = as_array(image)
+        if inpainted is None:
+            removed = self.inpaint(pixels, knowledge, box, mask, settings)
+        elif box is None and mask is None:
+            removed = as_array(inpainted)
+        else:
+            raise KneuronsError("find: give one of box=, mask= or inpainted=, not several")
+        captions = generate_captions(self.loaded, [pixels, removed], self.prompt, settings.max_new_tokens)
+        text = captions[0] if caption is None else caption
+        (original, layout), (after, _) = image_activations(self.loaded, [pixels, removed], self.prompt)
+        if original.shape != after.shape:
+            raise DataError(f"inpainted: {after.shape[1]} image tokens against the original's {original.shape[1]}")
+        try:
+            cam = gradcam(self.loaded, pixels, self.prompt, text, knowledge, synonyms)
+        except ValueError as e:
+            raise KneuronsError(f"find: {e}; pass caption= with a caption that names it") from None
+        acts = activation_record(original, after, "compact", 0.0)
+        grads = gradcam_record(cam.gradcam, cam.unit_logit, "compact")
+        ours = ours_set(
+            acts["v_max"], grads["g_max"], settings.thresholds, settings.exclude_last_layer, knowledge, image_id
+        )
+        sets = {"ours": ours}
+        for method in BASELINES:
+            sets[method] = baseline_set(
+                method, ours, grads["g_mean"], acts["o_mean"], grads["unit_logit"], settings.exclude_last_layer
+            )
+        for method in METHODS:
+            control = control_set(method, sets[method], self.loaded.d_ff)
+            sets[control["method"]] = control
+        cand = two_stage(acts["v_max"], grads["g_max"], settings.thresholds, settings.exclude_last_layer)[0]
+        return Finding(
+            knowledge=knowledge,
+            image_id=image_id,
+            image=pixels,
+            inpainted=removed,
+            caption=text,
+            inpainted_caption=captions[1],
+            token=cam.token,
+            layout=layout,
+            original=original,
+            inpainted_activations=after,
+            candidates=cand,
+            v_max=acts["v_max"],
+            g_max=grads["g_max"],
+            g_mean=grads["g_mean"],
+            o_mean=acts["o_mean"],
+            unit_logit=grads["unit_logit"],
+            sets=sets,
+        )
+
+    # looking ---------------------------------------------------------------------------------------------------
+
+    def heatmap(self, finding: Finding, kind: str = "ours", top: int = 5):
+        """Fig. 3 for one finding: the top-``top`` neurons of a set by max_p V, their mean O' over the image and
+        each one's O', on the pixels each token covers. A matplotlib Figure."""
+        neurons = strongest(finding.sets[kind]["neurons"], finding.v_max, top)
+        panel = HeatmapPanel(
+            title=f"{finding.knowledge} ({kind}, |set| = {len(finding.sets[kind]['neurons'])})",
+            image=finding.image,
+            neurons=neurons,
+            traces=[finding.original[layer, :, unit].astype(np.float32) for layer, unit in neurons],
+            regions=finding.layout.regions,
+        )
+        return heatmap_figure([panel], top, f"{finding.knowledge}: activation O' of the top-{top} neurons by max_p V")
+
+    def decode(self, neurons: Sequence[Sequence], top: int = 5) -> list[list[str]]:
+        """The ``top`` tokens W_U · W_down[:, i] promotes for each neuron (layer, unit)."""
+        return decode_neurons(self.loaded, [(int(n[0]), int(n[1])) for n in neurons], top)
