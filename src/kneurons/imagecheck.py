@@ -50,17 +50,15 @@ def problem_lines(rows: Sequence[Mapping]) -> list[str]:
     return [f"{r['file']} (image {r['image_id']}): {r['problem']}" for r in rows if r["problem"]]
 
 
-def write_check(out: str | os.PathLike, rows: Sequence[Mapping], bad_images: str) -> list[str]:
+def write_check(out: str | os.PathLike, rows: Sequence[Mapping], lines: Sequence[str], bad_images: str) -> None:
     """Write the check's rows; with ``bad_images`` "stop", raise DataError (nothing written) if any image is bad,
-    after the caller has shown ``problem_lines``. Returns the problem lines."""
-    lines = problem_lines(rows)
+    after the caller has shown their ``problem_lines`` (``lines``)."""
     if lines and bad_images == "stop":
         raise DataError(
             f"{len(lines)} bad image(s) among the {len(rows)} this run reads (one line each above); fix them, "
             "or set samples.bad_images: skip to reject their candidates"
         )
     write_tsv_rows(out, rows, COLUMNS)
-    return lines
 
 
 def read_problems(path: str | os.PathLike) -> dict[int, str]:

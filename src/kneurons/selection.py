@@ -57,9 +57,11 @@ def check_stage(
     records = image_records(load_coco(annotations), images)
     chosen = [r for t in read_knowledge(knowledge_tsv) for r in candidate_records(records, t.name, max_candidates)]
     rows = check_images(chosen)
-    for line in problem_lines(rows):
+    lines = problem_lines(rows)
+    for line in lines:
         console(line)
-    return write_check(out, rows, bad_images)
+    write_check(out, rows, lines, bad_images)
+    return lines
 
 
 def select_stage(captioned_tsv: str, n: int, synonyms: Sequence[str], out_tsv: str) -> dict[str, int]:

@@ -122,7 +122,8 @@ def eva_to_blip2(eva: Mapping[str, torch.Tensor], config: Blip2VisionConfig, whe
     for i in range(config.num_hidden_layers):
         names |= {f"blocks.{i}.{e}": f"encoder.layers.{i}.{b}" for e, b in _BLOCK_KEYS.items()}
     shapes = _expected_vision_shapes(config)
-    n_blocks = len({k.split(".")[1] for k in eva if k.startswith("blocks.")})
+    blocks = {k.split(".")[1] for k in eva if k.startswith("blocks.")}
+    n_blocks = len(blocks)
 
     def get(eva_key: str) -> torch.Tensor:
         if eva_key not in eva:
@@ -150,9 +151,7 @@ def eva_to_blip2(eva: Mapping[str, torch.Tensor], config: Blip2VisionConfig, whe
     dtype = eva["pos_embed"].dtype
     put("ln_vision.weight", "post_layernorm.weight", torch.ones(width, dtype=dtype))
     put("ln_vision.bias", "post_layernorm.bias", torch.zeros(width, dtype=dtype))
-    ignored = {k.split(".")[1] for k in eva if k.startswith("blocks.")} - {
-        str(i) for i in range(config.num_hidden_layers)
-    }
+    ignored = blocks - {str(i) for i in range(config.num_hidden_layers)}
     if ignored:
         log.info("%s: %d block(s) past the vision config's %d ignored", where, len(ignored), config.num_hidden_layers)
     return out
