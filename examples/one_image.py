@@ -12,6 +12,7 @@ import argparse
 from pathlib import Path
 
 from kneurons import KnowledgeNeurons, Settings
+from kneurons.captions import mentions
 from kneurons.coco import image_records, load_coco
 
 
@@ -27,7 +28,11 @@ def main() -> None:
 
     kn = KnowledgeNeurons.load(args.model)  # the embedded default's prompt: "<image>The image shows a"
     records = image_records(load_coco(args.annotations), args.images)
-    record = next(r for r in records if [a.category for a in r.annotations].count(args.knowledge) == 1)
+    alone = [r for r in records if [a.category for a in r.annotations].count(args.knowledge) == 1]
+    named = [r for r, c in zip(alone, kn.caption([r.path for r in alone]), strict=True) if mentions(c, args.knowledge)]
+    if not named:  # stage 2 needs the position where the caption predicts k
+        raise SystemExit(f"no image with one {args.knowledge} in {args.annotations} has a caption that names it")
+    record = named[0]
     box = next(a.bbox for a in record.annotations if a.category == args.knowledge)
 
     found = kn.find(record.path, args.knowledge, box=box, settings=Settings(activation=args.activation))

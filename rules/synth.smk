@@ -51,5 +51,6 @@ rule evaluate_captioner:
     params:
         prompt=config["prompt"],
         model=config["model"],
+        quality=config["captioner_quality"],
     script:
         "../workflow/scripts/evaluate_captioner.py"

@@ -4,6 +4,7 @@ annotations, odd category names, boxes on the edge, and annotation files without
 from __future__ import annotations
 
 import json
+import re
 import struct
 from pathlib import Path
 
@@ -153,7 +154,7 @@ def test_slugs_of_distinct_names_differ():
     assert len({slug(n) for n in names}) == len(names)
 
 
-def test_a_box_slightly_past_the_edge_is_clipped_and_one_far_past_it_skips_that_candidate(tmp_path):
+def test_a_box_slightly_past_the_edge_is_clipped_and_one_far_past_it_skips_that_candidate(tmp_path, caplog):
     images = [{"id": i, "file_name": f"{i}.jpg", "height": H, "width": W} for i in (1, 2, 3)]
     path = write_coco(
         tmp_path,
@@ -164,8 +165,11 @@ def test_a_box_slightly_past_the_edge_is_clipped_and_one_far_past_it_skips_that_
         ],
         images,
     )
-    rows = inpaint_candidates(image_records(load_coco(path), tmp_path / "images"), "bear", tmp_path / "out", 5)
+    with caplog.at_level("INFO", logger="kneurons"):
+        rows = inpaint_candidates(image_records(load_coco(path), tmp_path / "images"), "bear", tmp_path / "out", 5)
     assert [(r.image_id, r.status) for r in rows] == [(1, ""), (2, "rejected"), (3, "rejected")]
+    clipped = [m for m in caplog.messages if "clipped" in m]  # the clip is logged, once, for image 1 only
+    assert len(clipped) == 1 and re.fullmatch(rf"image 1: bear box \[.*\] clipped to the {W}x{H} image", clipped[0])
     assert Path(rows[0].inpainted).is_file() and rows[1].inpainted == ""
     assert rows[1].reason.startswith("bad box: bear box [x, y, w, h] = [50.0, 5.0, 15.0, 10.0] (annotation 2) lies")
     assert "has zero area" in rows[2].reason

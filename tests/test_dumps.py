@@ -64,8 +64,11 @@ class _Recorder(nn.Module):
 def test_gradcam_equals_plain_autograd(setup):
     loaded, image, name, caption = setup
     cam = gradcam(loaded, image, PROMPT, caption, name)
-    inputs, j = target_position(loaded, image, PROMPT, caption, name)
-    assert cam.position == j - 1 and cam.token_id == int(inputs["input_ids"][0, j])
+    # the position by hand: the processor's ids of prompt + caption; c is k's word, the last of its ids in them
+    inputs = loaded.processor(images=[image], text=[f"{PROMPT} {caption}"], return_tensors="pt")
+    k_id = loaded.processor.tokenizer.convert_tokens_to_ids(name.split()[0])
+    j = inputs["input_ids"][0].tolist().index(k_id)
+    assert cam.position == j - 1 and cam.token_id == k_id
     assert cam.token == name.split()[0]
 
     # reference: swap each act_fn for a recorder module and differentiate with torch.autograd.grad

@@ -193,24 +193,11 @@ def test_greedy_loop_equals_transformers_generate(family, images):
         assert generate_captions(loaded, [image], PROMPTS[name], max_new_tokens=6) == [c.strip() for c in expected]
 
 
-DAG_FAMILIES = {"qwen2_vl": "Qwen2-VL / Qwen2.5-VL", "minigpt4": "MiniGPT-4 (Llama-2)"}
-
-
-def _dag_model(name: str, tmp_path) -> dict:
-    """The config ``model`` of a DAG test: a tiny saved Qwen2-VL, or MiniGPT-4's three tiny released parts that
-    rule convert_model converts inside the run."""
-    if name != "minigpt4":
-        return {"path": str(FAMILIES[name](tmp_path / name))}
-    sources = minigpt4_sources(tmp_path / "sources")
-    paths = {k: str(getattr(sources, k)) for k in ("vit", "checkpoint", "llm", "vision_config")}
-    return {"path": "results/model/minigpt4", "convert": {"family": "minigpt4", **paths}}
-
-
-@pytest.mark.parametrize("name", sorted(DAG_FAMILIES))
-def test_the_workflow_runs_on_a_tiny_model_with_forged_samples(name, tmp_path):
-    """The whole DAG on a tiny random model (Qwen2-VL: M-RoPE, flattened patches, its images-only processor;
-    MiniGPT-4: converted by the workflow from its released parts): its captions mention nothing, so the
-    candidates' captions are forged after captioning; every later rule then runs on it."""
+def test_the_workflow_runs_on_a_tiny_minigpt4_it_converts_itself(tmp_path):
+    """The whole DAG on a tiny random model of another family than the embedded captioner's: MiniGPT-4's three
+    tiny released parts, converted by rule convert_model inside the run. Its captions mention nothing, so the
+    candidates' captions are forged after captioning; every later rule then runs on it. (Every family runs the
+    stage functions of the later rules in test_every_later_stage_runs_on_the_family.)"""
     import h5py
     import yaml
 
@@ -221,9 +208,11 @@ def test_the_workflow_runs_on_a_tiny_model_with_forged_samples(name, tmp_path):
 
     torch.manual_seed(0)
     overlay = tmp_path / "overlay.yaml"
+    sources = minigpt4_sources(tmp_path / "sources")
+    paths = {k: str(getattr(sources, k)) for k in ("vit", "checkpoint", "llm", "vision_config")}
     overlay.write_text(yaml.safe_dump({
-        "model": _dag_model(name, tmp_path),
-        "prompt": PROMPTS[name],
+        "model": {"path": "results/model/minigpt4", "convert": {"family": "minigpt4", **paths}},
+        "prompt": PROMPTS["minigpt4"],
         "knowledge": ["bear"],
         "samples": {"per_knowledge": 2, "max_candidates": 4},
         "noise": {"levels": [2.0], "seeds": 1},
@@ -248,15 +237,15 @@ def test_the_workflow_runs_on_a_tiny_model_with_forged_samples(name, tmp_path):
     for r in chosen:
         with h5py.File(work / f"results/activations/bear/{r['image_id']}.h5") as f:
             p = int(f.attrs["image_tokens"])
-            assert f.attrs["family"] == DAG_FAMILIES[name] and f["original"].shape == (2, p, 48)
+            assert f.attrs["family"] == "MiniGPT-4 (Llama-2)" and f["original"].shape == (2, p, 48)
             assert f["token_regions"].shape == (p, 4) and f["token_positions"].shape == (p,)
         with h5py.File(work / f"results/gradcam/bear/{r['image_id']}.h5") as f:
             assert f.attrs["token"] == "bear" and f["gradcam"].shape == (2, p, 48)
     table2 = read_tsv_rows(work / "results/tables/table2.csv", delimiter=",")
     assert {(r["method"], r["level"]) for r in table2 if r["knowledge"] == "bear"} >= {("ours", "ablation")}
     assert (work / "results/figures/heatmaps/bear.png").stat().st_size > 0
-    if name == "minigpt4":  # converted once by the workflow, at model.path
-        assert json.loads((work / "results/model/minigpt4/config.json").read_text())["model_type"] == "minigpt4"
+    # converted once by the workflow, at model.path
+    assert json.loads((work / "results/model/minigpt4/config.json").read_text())["model_type"] == "minigpt4"
 
 
 @pytest.mark.parametrize(
@@ -315,3 +304,152 @@ def test_each_row_gets_the_noise_of_its_own_length(family, images):
             want = noise_vector(1.0, 5, len(o)) if pert.kind == "noise" else -o[:, unit]  # level 2 x r 0.5; ablation
             np.testing.assert_allclose(delta[:, unit], want, rtol=1e-4, atol=1e-5)
         assert np.abs(np.delete(delta, [3, 11], axis=1)).max() < 1e-5
+
+
+def _calls_per_row(loaded: LoadedModel) -> tuple[list[int], object]:
+    """A forward hook on layer 0's act_fn that records each forward's batch size (rows in the batch)."""
+    sizes: list[int] = []
+    return sizes, loaded.act_fns[0].register_forward_hook(lambda _m, _i, out: sizes.append(int(out.shape[0])))
+
+
+def test_rows_that_end_early_leave_the_batch_and_the_rest_go_on(family, images):
+    """A copy of the model whose end token takes the place of a word the captions say at different steps: they
+    end there. Batched captions equal one-by-one captions, and the batch really shrinks: at each step it holds
+    exactly the rows whose one-by-one run was still going (counted from each row's own forwards)."""
+    name, loaded = family
+    ended = load_model(loaded.path)
+    head = ended.model.get_output_embeddings().weight
+    first_said: dict[int, set] = {}  # token -> the step it is first said at, in each image's clean caption
+    with torch.no_grad():
+        for image in images:
+            inputs = image_inputs(ended, [image], PROMPTS[name])[0]
+            said = ended.model.generate(**inputs, do_sample=False, num_beams=1, max_new_tokens=8)
+            tokens = said[0, inputs["input_ids"].shape[1] :].tolist()
+            for token in set(tokens):
+                first_said.setdefault(token, set()).add(tokens.index(token))
+        word = max(first_said, key=lambda t: (len(first_said[t]), -min(first_said[t]), -t))
+        head[ended.processor.tokenizer.eos_token_id] = 1.001 * head[word]  # the end token wins where word did
+    units = layer_units([[0, 1], [0, 4], [1, 7]], ended.n_layers)
+    rows = [(c, i) for c in perturbations([1.0], 1, ablation=True) for i in range(len(images))]
+    rows += [(Perturbation("noise", 0.0, 0), i) for i in range(len(images))]
+    args = (ended, images, PROMPTS[name], units, rows, 1.0)
+    steps, single = [], []
+    for row in rows:  # one by one: how many forwards each row's caption took
+        sizes, handle = _calls_per_row(ended)
+        single += perturbed_captions(ended, images, PROMPTS[name], units, [row], 1.0, max_new_tokens=8, batch_size=1)
+        handle.remove()
+        steps.append(len(sizes))
+    sizes, handle = _calls_per_row(ended)
+    batched = perturbed_captions(*args, max_new_tokens=8, batch_size=len(rows))
+    handle.remove()
+    assert batched == single
+    assert min(steps) < 8 and len(set(steps)) > 1, steps  # rows ended early, at different steps
+    assert sizes == [sum(n > t for n in steps) for t in range(max(steps))]  # finished rows left the batch
+
+
+def test_decode_steps_run_unedited(family, images):
+    """A perturbation edits the prompt pass only: ablated captions equal transformers' own ``generate`` under a
+    plain hook that zeroes the same units at the image positions of the prompt pass and lets every decode step
+    (one token each) through."""
+    name, loaded = family
+    chosen = list(range(0, 48, 2))
+    units = layer_units([[layer, u] for layer in range(loaded.n_layers) for u in chosen], loaded.n_layers)
+    rows = [(Perturbation("ablation"), i) for i in range(len(images))]
+    ours = perturbed_captions(loaded, images, PROMPTS[name], units, rows, 1.0, max_new_tokens=6, batch_size=len(rows))
+    changed = 0
+    for image, got in zip(images, ours, strict=True):
+        inputs = image_inputs(loaded, [image], PROMPTS[name])[0]
+        at_image = (inputs["input_ids"][0] == loaded.image_token_id).nonzero()[:, 0]
+
+        def zero_in_prompt_pass(_m, _i, out, at_image=at_image, length=inputs["input_ids"].shape[1]):
+            if out.shape[1] != length:
+                return out  # a decode step
+            out = out.clone()
+            out[0, at_image[:, None], torch.tensor(chosen)] = 0.0
+            return out
+
+        handles = [fn.register_forward_hook(zero_in_prompt_pass) for fn in loaded.act_fns]
+        try:
+            with torch.inference_mode():
+                out = loaded.model.generate(**inputs, do_sample=False, num_beams=1, max_new_tokens=6)
+        finally:
+            for h in handles:
+                h.remove()
+        want = loaded.processor.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)[0]
+        assert got == want.strip()
+        changed += got != generate_captions(loaded, [image], PROMPTS[name], max_new_tokens=6)[0]
+    assert changed  # the ablation changed captions: the equality is not vacuous
+
+
+def test_every_later_stage_runs_on_the_family(family, images, tmp_path):
+    """The workflow's stage functions, as the rules call them, on forged samples of k = bear (D = four images of
+    four sizes, the inpainted image a copy with k's box greyed, the captions given): dumps with the image's own
+    token layout, the three methods' sets and their controls, the heatmaps, decoded neurons and perturbed
+    captions."""
+    import cv2
+    import h5py
+
+    from kneurons.calibration import noise_scale_stage
+    from kneurons.neuronsets import baseline_stage, control_stage, ours_stage
+    from kneurons.reporting import heatmaps_stage
+    from kneurons.samples import Candidate, write_tsv
+    from kneurons.stages import activations_stage, decoded_neurons_stage, gradcam_stage, perturb_stage
+
+    name, loaded = family
+    (tmp_path / "images").mkdir()
+    coco = {"images": [], "annotations": [], "categories": [{"id": 1, "name": "bear", "supercategory": "animal"}]}
+    rows = []
+    for i, image in enumerate(images, 1):
+        h, w = image.shape[:2]
+        cv2.imwrite(str(tmp_path / f"images/{i}.png"), image[:, :, ::-1])
+        box = [w // 4, h // 4, w // 2, h // 2]
+        coco["images"].append({"id": i, "file_name": f"{i}.png", "height": h, "width": w})
+        coco["annotations"].append({"id": i, "image_id": i, "category_id": 1, "bbox": box, "iscrowd": 0, "area": 1})
+        inpainted = image.copy()
+        inpainted[box[1] : box[1] + box[3], box[0] : box[0] + box[2]] = 128
+        cv2.imwrite(str(tmp_path / f"{i}_inpainted.png"), inpainted[:, :, ::-1])
+        rows.append(Candidate("bear", i, str(tmp_path / f"{i}_inpainted.png"), caption="a bear on the grass",
+                              inpainted_caption="the grass", status="selected"))  # fmt: skip
+    (tmp_path / "instances.json").write_text(json.dumps(coco))
+    write_tsv(tmp_path / "selected.tsv", rows)
+    data = (loaded, str(tmp_path / "instances.json"), str(tmp_path / "images"), str(tmp_path / "selected.tsv"))
+    d = {kind: str(tmp_path / kind) for kind in ("acts", "cam", "ours", "schwettmann", "pan", "ours_control")}
+    activations_stage(*data, PROMPTS[name], d["acts"])
+    gradcam_stage(*data, PROMPTS[name], [], d["cam"])
+    ours_stage(d["acts"], d["cam"], {"activation": "q0.9", "gradcam": "q0.5"}, False, d["ours"])
+    for method in ("schwettmann", "pan"):
+        baseline_stage(method, d["ours"], d["acts"], d["cam"], False, d[method])
+    control_stage("ours", d["ours"], d["cam"], d["ours_control"])
+
+    newline_tokens = name in ("llava_next", "llava_onevision")  # each row's newline token covers no pixel
+    for i, image in enumerate(images, 1):
+        p = int((image_inputs(loaded, [image], PROMPTS[name])[0]["input_ids"] == loaded.image_token_id).sum())
+        with h5py.File(tmp_path / f"acts/{i}.h5") as f:
+            assert f["original"].shape == f["inpainted"].shape == (2, p, 48) and f["token_regions"].shape == (p, 4)
+            regions = f["token_regions"][()]
+            assert np.isnan(regions).all(axis=1).any() == newline_tokens
+            covered = regions[~np.isnan(regions).any(axis=1)]
+            assert covered.min() >= 0 and (covered[:, 2:].max(axis=0) <= image.shape[1::-1]).all()
+        with h5py.File(tmp_path / f"cam/{i}.h5") as f:
+            assert f["gradcam"].shape == (2, p, 48) and f.attrs["token"] == "bear"
+        ours = json.loads((tmp_path / f"ours/{i}.json").read_text())
+        assert 0 < ours["size"] <= ours["candidates"]
+        for kind in ("schwettmann", "pan", "ours_control"):
+            other = json.loads((tmp_path / f"{kind}/{i}.json").read_text())
+            assert other["size"] == ours["size"]
+        control = json.loads((tmp_path / f"ours_control/{i}.json").read_text())
+        assert control["layer_counts"] == ours["layer_counts"]
+
+    heatmaps_stage(*data[1:], d["acts"], d["ours"], "bear", 3, str(tmp_path / "heat.png"))
+    assert cv2.imread(str(tmp_path / "heat.png")).shape[0] > 50
+    out = [str(tmp_path / "dec.csv"), str(tmp_path / "dec.md")]
+    decoded_neurons_stage(loaded, [d["ours"], d["pan"]], data[3], 3, *out)
+    decoded = (tmp_path / "dec.csv").read_text().splitlines()[1:]
+    sizes = [json.loads((tmp_path / f"{m}/{i}.json").read_text())["size"] for m in ("ours", "pan") for i in range(1, 5)]
+    assert len(decoded) == sum(sizes)
+    noise_scale_stage("calibrated", [2.0], [d["acts"]], str(tmp_path / "scale.json"))
+    perturb_stage(*data, d["ours_control"], str(tmp_path / "scale.json"), PROMPTS[name], [2.0], 1, True, {},
+                  str(tmp_path / "perturb.jsonl"), max_new_tokens=4, batch_size=16)  # fmt: skip
+    lines = [json.loads(line) for line in (tmp_path / "perturb.jsonl").read_text().splitlines()]
+    assert len(lines) == 4 * 2 * 4  # sets x (noise at one level and seed, ablation) x images of D
+    assert {ln["perturbation"] for ln in lines} == {"noise", "ablation"}

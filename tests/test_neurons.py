@@ -96,3 +96,22 @@ def test_random_neurons_match_layer_counts_and_seed():
     assert a.shape == (3, 16) and a.sum(axis=1).tolist() == [3, 0, 5]
     assert np.array_equal(a, random_neurons([3, 0, 5], 16, seed=7))
     assert not np.array_equal(a, random_neurons([3, 0, 5], 16, seed=8))
+
+
+def test_an_automatic_gradcam_threshold_is_floored_at_zero():
+    from kneurons.neuronsets import two_stage
+
+    # every neuron of layer 0 is a candidate (max_p V 1 against 0 elsewhere); their max_p g: three negative, one
+    # positive, so their median, the q0.5 threshold, is -1.5: floored at 0, only the positive one passes
+    v_max = np.array([[1.0, 1.0, 1.0, 1.0], [0.0, 0.0, 0.0, 0.0]])
+    g_max = np.array([[-3.0, -2.0, -1.0, 0.5], [9.0, 9.0, 9.0, 9.0]])
+    cand, final, t_a, t_g, _ = two_stage(v_max, g_max, {"activation": 0.5, "gradcam": "q0.5"}, False)
+    assert cand[0].all() and not cand[1].any() and t_a == 0.5
+    assert t_g == 0.0
+    assert final.tolist() == [[False, False, False, True], [False] * 4]
+    # all negative: no neuron at all, not the "upper half" of neurons that lower y_c
+    _, none, _, t_g, _ = two_stage(v_max, np.full_like(g_max, -1.0), {"activation": 0.5, "gradcam": "q0.5"}, False)
+    assert t_g == 0.0 and not none.any()
+    # an absolute threshold is the user's own choice: used as given, negative or not
+    _, given, _, t_g, _ = two_stage(v_max, g_max, {"activation": 0.5, "gradcam": -2.5}, False)
+    assert t_g == -2.5 and given[0].tolist() == [False, True, True, True]

@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from kneurons.families import grid_regions
 from kneurons.figures import HeatmapPanel, layer_shares, plot_heatmaps, plot_layer_distribution
@@ -15,7 +16,7 @@ from kneurons.io import read_tsv_rows
 from kneurons.models import load_model
 from kneurons.reporting import example_level, examples_stage
 from kneurons.samples import Candidate, write_tsv
-from kneurons.vocab import decode_neurons, down_projections, top_tokens
+from kneurons.vocab import decode_neurons, top_tokens
 
 
 def test_top_tokens_known_answer():
@@ -29,11 +30,14 @@ def test_decode_neurons_matches_the_unembedding_product(tiny_model_dir):
     loaded = load_model(tiny_model_dir)
     neurons = [(1, 3), (0, 7), (1, 0)]
     tokens = decode_neurons(loaded, neurons, top=5)
-    w_u = loaded.model.get_output_embeddings().weight
-    down = down_projections(loaded)
+    # the oracle reads the saved weights themselves: W_U and each layer's W_down from model.safetensors
+    weights = load_file(tiny_model_dir / "model.safetensors")
+    assert json.loads((tiny_model_dir / "config.json").read_text())["text_config"]["tie_word_embeddings"]
+    w_u = weights["language_model.model.embed_tokens.weight"]  # tied: the output embedding is the input one
     tok = loaded.processor.tokenizer
     for (layer, unit), got in zip(neurons, tokens, strict=True):
-        ids = (w_u @ down[layer][:, unit]).topk(5).indices.tolist()
+        down = weights[f"language_model.model.layers.{layer}.mlp.down_proj.weight"]
+        ids = np.argsort(-(w_u.double() @ down[:, unit].double()).numpy(), kind="stable")[:5].tolist()
         assert got == [tok.decode([i]).strip() or repr(tok.convert_ids_to_tokens(i)) for i in ids]
         assert len(got) == 5
 

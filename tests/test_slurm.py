@@ -1,7 +1,8 @@
 """The workflow through the SLURM profile on a real one-node SLURM cluster (munge, slurmdbd on MariaDB,
 slurmctld, slurmd) that tests/slurm/start_cluster.sh installs and starts on this machine (as root, like CI):
-every job but `all` runs as a SLURM job, a run interrupted with Ctrl-C resumes, and Tables II and III equal the
-local run's byte for byte."""
+every job but `all` runs as a SLURM job, Ctrl-C cancels the running jobs (scancel) and the run resumes, and every
+output (tables, neuron sets, HDF5 dumps, weights) equals the local run's byte for byte: two runs of the same config
+from scratch, on two executors, give the same files."""
 
 from __future__ import annotations
 
@@ -16,9 +17,10 @@ import pytest
 import yaml
 from snakemake_executor_plugin_slurm.partitions import get_best_partition, read_partition_file
 
-from tests.helpers import DEFAULT_CONFIG, REPO, TEST_CONFIG, snakemake
+from tests.helpers import DEFAULT_CONFIG, REPO, TEST_CONFIG, assert_same_outputs, snakemake, stop_point_env
 
 PROFILE = REPO / "profiles" / "slurm"
+LOCAL_THREADS = yaml.safe_load(DEFAULT_CONFIG.read_text())["threads"]  # what the local run's jobs use
 MODEL_RULES = ("train_captioner", "evaluate_captioner", "caption_candidates", "activations", "gradcam",
                "reference_captions", "perturb", "decoded_neurons", "table3")  # fmt: skip
 
@@ -76,7 +78,9 @@ def node_profile(root: Path, cpus: int, mem_mb: int) -> Path:
         "seconds-between-status-checks": 2,
         "slurm-keep-successful-logs": True,
         "default-resources": {"mem_mb": 1000, "runtime": 30},
-        "set-threads": dict.fromkeys(MODEL_RULES, cpus),
+        # the local run's thread count (the config's `threads`), not the node's: torch's sums, and so the tables,
+        # depend on the number of threads
+        "set-threads": dict.fromkeys(MODEL_RULES, LOCAL_THREADS),
         "set-resources": {rule: {"mem_mb": min(3000, mem_mb), "runtime": 30} for rule in MODEL_RULES},
     }
     (profile / "config.yaml").write_text(yaml.safe_dump(settings))
@@ -89,20 +93,27 @@ def slurm_cmd(work: Path, profile: Path, *args: str) -> list[str]:
             "--configfile", str(DEFAULT_CONFIG), str(TEST_CONFIG), *args]  # fmt: skip
 
 
-def completed_jobs(since: str) -> list[tuple[str, str]]:
-    """(rule, state) of every SLURM job submitted since ``since`` (sacct)."""
-    out = subprocess.run(
-        ["sacct", "-X", "-n", "-P", "-S", since, "-o", "Comment,State"], capture_output=True, text=True, check=True
-    ).stdout
+def completed_jobs(since: str, ids: bool = False) -> list[tuple[str, str]]:
+    """(rule, state) of every SLURM job of the workflow submitted since ``since`` (sacct); with ``ids``, (job id,
+    state)."""
+    cmd = ["sacct", "-X", "-n", "-P", "-S", since, "-o", "JobID,Comment,State"]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     jobs = []
     for line in out.splitlines():
-        comment, state = line.rsplit("|", 1)
+        job, comment, state = line.split("|")
         if comment.startswith("rule_"):
-            jobs.append((comment.removeprefix("rule_").split("_wildcards_")[0], state.split()[0]))
+            jobs.append((job if ids else comment.removeprefix("rule_").split("_wildcards_")[0], state.split()[0]))
     return jobs
 
 
-def test_the_workflow_runs_as_slurm_jobs_resumes_after_ctrl_c_and_matches_the_local_run(node, run_dir, tmp_path):
+def _our_jobs() -> list[str]:
+    """Ids of the workflow's SLURM jobs queued or running now (squeue; the plugin names each job's comment
+    rule_...)."""
+    out = subprocess.run(["squeue", "-h", "-o", "%i|%k"], capture_output=True, text=True, check=True).stdout
+    return [job for job, comment in (line.split("|", 1) for line in out.splitlines()) if comment.startswith("rule_")]
+
+
+def test_the_workflow_runs_as_slurm_jobs_resumes_after_ctrl_c_and_equals_the_local_run(node, run_dir, tmp_path):
     since = datetime.now().strftime("%Y-%m-%dT%H:%M:%S")
     work = tmp_path / "cluster"
     work.mkdir()
@@ -111,17 +122,28 @@ def test_the_workflow_runs_as_slurm_jobs_resumes_after_ctrl_c_and_matches_the_lo
     log = open(tmp_path / "first.log", "w")  # noqa: SIM115 - closed below
     # a shell that runs the tests in the background ignores SIGINT, and its children inherit that: restore it
     restore = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
+    # the job after the synthetic data, `knowledge`, stops inside its write (tests/stop_point; sbatch passes the
+    # environment on) and waits there for the Ctrl-C
+    stopped = tmp_path / "stopped"
+    env = stop_point_env("knowledge", stopped)
     first = subprocess.Popen(
-        slurm_cmd(work, profile), stdout=log, stderr=subprocess.STDOUT, cwd=REPO, preexec_fn=restore
+        slurm_cmd(work, profile), stdout=log, stderr=subprocess.STDOUT, cwd=REPO, preexec_fn=restore, env=env
     )
     deadline = time.time() + 900
-    while first.poll() is None and time.time() < deadline and not list(work.glob("results/logs/activations/*.log")):
+    while first.poll() is None and time.time() < deadline and not stopped.exists():
         time.sleep(0.5)
     assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+    submitted = _our_jobs()
+    assert submitted, "no SLURM job of the run was queued or running at Ctrl-C"
     first.send_signal(signal.SIGINT)  # Ctrl-C: the plugin cancels the running SLURM jobs
     first.wait(timeout=300)
     log.close()
     assert first.returncode != 0
+    assert not _our_jobs(), "SLURM jobs left queued or running after Ctrl-C"
+    states = dict(completed_jobs(since, ids=True))
+    assert any(states[job].startswith("CANCELLED") for job in submitted if job in states), states  # scancel
+    made = {p.relative_to(work).parts[1] for p in (work / "results").rglob("*") if p.is_file()}
+    assert made == {"synth", "logs"}, made  # the synthetic data only: everything else is made after the resume
     assert snakemake(work, "--unlock").returncode == 0
     second = subprocess.run(slurm_cmd(work, profile), capture_output=True, text=True, cwd=REPO)
     wall = time.time() - t0
@@ -139,7 +161,10 @@ def test_the_workflow_runs_as_slurm_jobs_resumes_after_ctrl_c_and_matches_the_lo
                       "heatmaps", "decoded_neurons", "examples"}  # fmt: skip
     assert set(done) == expected_rules, set(done) ^ expected_rules
     assert done.count("perturb") == len(list(work.glob("results/perturb/*/*.jsonl")))  # each once, to completion
-    for name in ("table2.csv", "table2.md", "table3.csv", "table3.md"):
-        local_table = (run_dir / "results/tables" / name).read_bytes()
-        assert (work / "results/tables" / name).read_bytes() == local_table, name
+    assert done.count("synth_split") == 2  # made before the Ctrl-C, not made again by the resume
+    for log in (work / "results/logs").rglob("*.log"):  # every model job ran on the local run's thread count
+        text = log.read_text()
+        assert "torch threads: " not in text or f"torch threads: {LOCAL_THREADS}\n" in text, log
+    # Two runs from scratch, one local and one on SLURM: every output byte for byte (dumps, weights, every set)
+    assert assert_same_outputs(run_dir, work) > 100
     (tmp_path / "wall_seconds").write_text(f"{wall:.0f}\n")  # kept with pytest's tmp files, for the record

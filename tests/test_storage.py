@@ -97,6 +97,21 @@ def test_out_of_memory_halves_the_batch_and_keeps_every_row():
     calls.clear()
     assert adaptive_batches(3, "auto", run) == [0, 1, 2] and calls == [(0, 3)]
 
+    # "auto" (the paper config's) starts at 512 rows, then halves on out-of-memory like a fixed size
+    calls.clear()
+    assert adaptive_batches(1300, "auto", lambda sl: calls.append((sl.start, sl.stop)) or [sl.start]) == [0, 512, 1024]
+    assert calls == [(0, 512), (512, 1024), (1024, 1300)]
+    calls.clear()
+
+    def fits_300(sl: slice) -> list[int]:
+        calls.append((sl.start, sl.stop))
+        if sl.stop - sl.start > 300:
+            raise torch.OutOfMemoryError("CUDA out of memory")
+        return [sl.start]
+
+    assert adaptive_batches(600, "auto", fits_300) == [0, 256, 512]
+    assert calls == [(0, 512), (0, 256), (256, 512), (512, 600)]
+
     def never_fits(sl: slice) -> list[int]:
         raise torch.OutOfMemoryError("CUDA out of memory")
 

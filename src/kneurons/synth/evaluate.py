@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from kneurons.captions import mentions
 from kneurons.coco import ImageRecord, read_image
+from kneurons.errors import ModelError
 from kneurons.generation import generate_captions
 from kneurons.hooks import edit_image_activations, zero_edit
 from kneurons.inpaint import remove_objects
@@ -74,3 +75,33 @@ def evaluate_captioner(
         "ablation_recall_ratio": round(ablated["recall"] / max(clean["recall"], 1e-9), 4),
         "examples": [{"image_id": r.id, "caption": c} for r, c in zip(records[:8], captions[:8], strict=True)],
     }
+
+
+# eval.json's scores that config key captioner_quality bounds: True for a least value, False for a most value
+QUALITY_BOUNDS = {"precision": True, "recall": True, "constraint_pass_share": True, "ablation_recall_ratio": False}
+
+
+def quality_checks(result: Mapping[str, float], bounds: Mapping[str, float]) -> dict[str, dict]:
+    """Each bound of ``bounds`` (config ``captioner_quality``) against ``result`` (``evaluate_captioner``'s):
+    {score: {"value", "bound", "at_least", "met"}}."""
+    checks = {}
+    for key, bound in bounds.items():
+        at_least, value = QUALITY_BOUNDS[key], float(result[key])
+        met = value >= bound if at_least else value <= bound
+        checks[key] = {"value": value, "bound": bound, "at_least": at_least, "met": met}
+    return checks
+
+
+def require_quality(checks: Mapping[str, dict], where: str) -> None:
+    """ModelError naming every unmet bound of ``checks`` (``quality_checks``) in one line; ``where`` says which
+    evaluation (file or log) holds the numbers."""
+    missed = [
+        f"{key} {c['value']:g} {'<' if c['at_least'] else '>'} {c['bound']:g}"
+        for key, c in checks.items()
+        if not c["met"]
+    ]
+    if missed:
+        raise ModelError(
+            f"{where}: the trained captioner misses captioner_quality: {', '.join(missed)}; neurons found in it would "
+            "mean little (train longer or larger, or lower the bounds knowingly)"
+        )
