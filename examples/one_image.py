@@ -1,5 +1,7 @@
 """One image from Python: find bear's knowledge neurons in a synthetic image, ablate them, caption, save the heatmap.
 
+The image is the first of the split with one bear whose caption names it (stage 2 needs that position).
+
 Run after the embedded default (`snakemake --cores 2`), from the repository root:
 
     python examples/one_image.py                  # the trained captioner and its held-out split

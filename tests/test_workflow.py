@@ -247,7 +247,7 @@ def test_sigkill_at_three_points_then_resume_reruns_only_unfinished_jobs_and_giv
         assert snakemake(work, "--unlock").returncode == 0
         if stop_at:
             temporary, _ = stopped.read_text().split()
-            assert Path(temporary).exists(), "the stopped job left no temporary"
+            assert (work / temporary).exists(), "the stopped job left no temporary"  # relative to the run's directory
             stopped.unlink()
         finished |= _finished(work)
     assert "results/model/captioner" in finished and any(k.startswith("results/activations/") for k in finished)
@@ -261,8 +261,8 @@ def test_sigkill_at_three_points_then_resume_reruns_only_unfinished_jobs_and_giv
     # A dump truncated afterwards (a bad disk, a partial copy) is found before any job and recomputed.
     dump = next((work / "results/activations").glob("*/*.h5"))
     dump.write_bytes(dump.read_bytes()[:4096])
-    target = f"results/neurons/ours/{dump.parent.name}"  # the sets made from it (and what they need)
-    proc = snakemake(work, "--cores", "2", target)
+    target = f"results/neurons/ours/{dump.parent.name}"  # its target's dumps and the sets made from them
+    proc = snakemake(work, "--cores", "2", str(dump.parent.relative_to(work)), target)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"{dump.relative_to(work)}: truncated or incomplete HDF5 dump" in proc.stderr
     assert job_counts(proc.stdout + proc.stderr) == {"activations": 1, "neurons_ours": 1}
