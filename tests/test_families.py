@@ -306,7 +306,7 @@ def test_each_row_gets_the_noise_of_its_own_length(family, images):
         assert np.abs(np.delete(delta, [3, 11], axis=1)).max() < 1e-5
 
 
-def _calls_per_row(loaded: LoadedModel) -> tuple[list[int], object]:
+def _batch_sizes(loaded: LoadedModel) -> tuple[list[int], object]:
     """A forward hook on layer 0's act_fn that records each forward's batch size (rows in the batch)."""
     sizes: list[int] = []
     return sizes, loaded.act_fns[0].register_forward_hook(lambda _m, _i, out: sizes.append(int(out.shape[0])))
@@ -335,11 +335,11 @@ def test_rows_that_end_early_leave_the_batch_and_the_rest_go_on(family, images):
     args = (ended, images, PROMPTS[name], units, rows, 1.0)
     steps, single = [], []
     for row in rows:  # one by one: how many forwards each row's caption took
-        sizes, handle = _calls_per_row(ended)
+        sizes, handle = _batch_sizes(ended)
         single += perturbed_captions(ended, images, PROMPTS[name], units, [row], 1.0, max_new_tokens=8, batch_size=1)
         handle.remove()
         steps.append(len(sizes))
-    sizes, handle = _calls_per_row(ended)
+    sizes, handle = _batch_sizes(ended)
     batched = perturbed_captions(*args, max_new_tokens=8, batch_size=len(rows))
     handle.remove()
     assert batched == single

@@ -254,7 +254,8 @@ def test_sigkill_at_three_points_then_resume_reruns_only_unfinished_jobs_and_giv
     proc = snakemake(work, "--cores", "2", "--rerun-incomplete")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert not [p for p in (work / "results").rglob("*") if ".tmp" in p.name], "temporary files left behind"
-    rerun = [rel for rel, stamp in finished.items() if _finished(work).get(rel) != stamp]
+    after = _finished(work)
+    rerun = [rel for rel, stamp in finished.items() if after.get(rel) != stamp]
     assert not rerun, f"finished jobs rerun after a kill: {rerun}"
     assert assert_same_outputs(run_dir, work) > 100
 
