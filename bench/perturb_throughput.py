@@ -18,20 +18,20 @@ from collections.abc import Callable
 import torch
 
 from kneurons.coco import image_records, load_coco, read_image
-from kneurons.generation import BatchContext, generate_batch, image_inputs
+from kneurons.generation import BatchContext, generate_scored_batch, image_inputs
 from kneurons.models import LoadedModel, load_model
 from kneurons.perturb import ABLATION, NOISE, Perturbation, layer_units, perturbed_batch
 
 
 @torch.inference_mode()
 def generate_all_rows(
-    loaded: LoadedModel, inputs: dict[str, torch.Tensor], max_new_tokens: int, context: BatchContext
-) -> list[str]:
-    """The previous path: transformers' generate on the whole batch until every row has ended."""
+    loaded: LoadedModel, inputs: dict[str, torch.Tensor], max_new_tokens: int, context: BatchContext, continuations=None
+) -> tuple[list[str], list[None]]:
+    """The previous path: transformers' generate on the whole batch until every row has ended (no scores)."""
     with context(inputs["input_ids"]):
         out = loaded.model.generate(**inputs, do_sample=False, num_beams=1, max_new_tokens=max_new_tokens)
     new = out[:, inputs["input_ids"].shape[1] :]
-    return [c.strip() for c in loaded.processor.batch_decode(new, skip_special_tokens=True)]
+    return [c.strip() for c in loaded.processor.batch_decode(new, skip_special_tokens=True)], [None] * len(new)
 
 
 def main() -> None:
@@ -62,12 +62,12 @@ def main() -> None:
         captions = []
         for start in range(0, n_rows, batch):
             chunk = rows[start : min(n_rows, start + batch)]
-            captions += perturbed_batch(loaded, parts, units, chunk, args.scale, 32, generate)
+            captions += [c for c, _ in perturbed_batch(loaded, parts, units, chunk, args.scale, 32, generate=generate)]
         return (time.perf_counter() - t0) / n_rows, captions
 
     t_naive, naive = run(args.naive_rows, 1, generate_all_rows)
     t_prev, prev = run(len(rows), args.batch, generate_all_rows)
-    t_now, now = run(len(rows), args.batch, generate_batch)
+    t_now, now = run(len(rows), args.batch, generate_scored_batch)
     print(f"model {args.model}, {len(rows)} rows (noise levels {args.levels} x r = {args.scale}, and zero-ablation), "
           f"torch threads {args.threads}")  # fmt: skip
     print(f"per-caption generate ({args.naive_rows} rows)   : {t_naive * 1e3:8.2f} ms/caption")

@@ -10,7 +10,8 @@ from kneurons.preflight import (
 )
 from kneurons.reporting import example_level
 from kneurons.samples import read_tsv
-from kneurons.neuronsets import BASELINES, METHODS, SET_KINDS
+from kneurons.neuronsets import BASELINES, SHADOWED, SET_KINDS
+from kneurons.protocol import Protocol
 from kneurons.samples import unslug
 from kneurons.selection import read_knowledge
 
@@ -21,7 +22,7 @@ SYNTH_SPLITS = {"train": 1, "val": 2}
 wildcard_constraints:
     split="|".join(SYNTH_SPLITS),
     k="[A-Za-z0-9_+-]+",
-    method="|".join(METHODS),
+    method="|".join(SHADOWED),
     kind="|".join(SET_KINDS),
     baseline="|".join(BASELINES),
 
@@ -39,6 +40,8 @@ DATA = {
     "images": config["data"]["images"],
 }
 MODEL = config["model"]["path"]
+# The perturbation settings of rules reference_captions, perturb and restore, built once from the config.
+PROTOCOL = Protocol.from_config(config).settings()
 # The rules that load the model ask the scheduler for one GPU when the model runs on CUDA (SLURM: --gpus=1).
 GPUS = 1 if str(config["model"].get("device", "cpu")).startswith("cuda") else 0
 
@@ -112,6 +115,18 @@ def all_perturbations(wildcards):
     )
 
 
+def all_restorations(wildcards):
+    """Every restoration file (when the protocol restores): each set kind's and the bounds', per target with
+    samples."""
+    if not PROTOCOL["restoration"]:
+        return []
+    return expand(
+        "results/perturb/restore/{kind}/{k}.jsonl",
+        kind=(*SET_KINDS, "bounds"),
+        k=targets_with_samples(),
+    )
+
+
 def noise_scale_dumps(wildcards):
     """The activation dumps the reference noise scale is computed on (calibrated noise only)."""
     if config["noise"]["scale"] != "calibrated":
@@ -138,11 +153,14 @@ def final_outputs():
         "results/neurons/summary.tsv",
         "results/tables/table2.csv",
         "results/tables/table3.csv",
+        "results/tables/pairwise.csv",
         "results/tables/examples.md",
         "results/tables/decoded_neurons.md",
         "results/figures/layer_distribution.png",
         "results/figures/dose_response.png",
     ]
+    if PROTOCOL["restoration"]:
+        outputs.append("results/tables/restoration.csv")
     if MODEL == TRAINED_MODEL:
         outputs.append("results/model/eval.json")
     return outputs

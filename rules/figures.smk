@@ -23,7 +23,8 @@ rule layer_distribution:
 
 rule dose_response:
     input:
-        "results/tables/table2.csv",
+        table2="results/tables/table2.csv",
+        pairwise="results/tables/pairwise.csv",
     output:
         png=report(
             "results/figures/dose_response.png",

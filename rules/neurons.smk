@@ -81,6 +81,20 @@ rule neurons_baseline:
         "../workflow/scripts/neurons_baseline.py"
 
 
+rule neurons_stage1:
+    input:
+        ours="results/neurons/ours/{k}",
+        activations="results/activations/{k}",
+    output:
+        directory("results/neurons/ours_stage1/{k}"),
+    log:
+        "results/logs/neurons/ours_stage1/{k}.log",
+    conda:
+        "../envs/kneurons.yaml"
+    script:
+        "../workflow/scripts/neurons_stage1.py"
+
+
 rule neurons_control:
     input:
         sets="results/neurons/{method}/{k}",

@@ -35,6 +35,7 @@ rule reference_captions:
     params:
         model=config["model"],
         prompt=config["prompt"],
+        protocol=PROTOCOL,
         synonyms=config["synonyms"],
         generation=config["generation"],
     script:
@@ -60,12 +61,74 @@ rule perturb:
     params:
         model=config["model"],
         prompt=config["prompt"],
-        noise=config["noise"],
-        ablation=config["zero_ablation"],
+        protocol=PROTOCOL,
         synonyms=config["synonyms"],
         generation=config["generation"],
     script:
         "../workflow/scripts/perturb.py"
+
+
+rule restore:
+    input:
+        **DATA,
+        model=MODEL,
+        selected="results/samples/{k}/selected.tsv",
+        sets=expand("results/neurons/{kind}/{{k}}", kind=SET_KINDS),
+    output:
+        sets=expand("results/perturb/restore/{kind}/{{k}}.jsonl", kind=SET_KINDS),
+        bounds="results/perturb/restore/bounds/{k}.jsonl",
+    log:
+        "results/logs/restore/{k}.log",
+    conda:
+        "../envs/kneurons.yaml"
+    threads: config["threads"]
+    resources:
+        gpu=GPUS,
+    params:
+        model=config["model"],
+        prompt=config["prompt"],
+        protocol=PROTOCOL,
+        kinds=SET_KINDS,
+        synonyms=config["synonyms"],
+        generation=config["generation"],
+    script:
+        "../workflow/scripts/restore.py"
+
+
+rule restoration:
+    input:
+        restorations=all_restorations,
+        knowledge="results/samples/knowledge.tsv",
+        samples="results/samples/selected.tsv",
+    output:
+        csv=report("results/tables/restoration.csv", category="Tables"),
+        md=report("results/tables/restoration.md", category="Tables"),
+        png=report(
+            "results/figures/restoration.png",
+            caption="../report/restoration.rst",
+            category="Figures",
+        ),
+    log:
+        "results/logs/restoration.log",
+    conda:
+        "../envs/kneurons.yaml"
+    script:
+        "../workflow/scripts/restoration.py"
+
+
+rule pairwise:
+    input:
+        perturbations=all_perturbations,
+        restorations=all_restorations,
+    output:
+        csv=report("results/tables/pairwise.csv", category="Tables"),
+        md=report("results/tables/pairwise.md", category="Tables"),
+    log:
+        "results/logs/pairwise.log",
+    conda:
+        "../envs/kneurons.yaml"
+    script:
+        "../workflow/scripts/pairwise.py"
 
 
 rule table2:

@@ -101,7 +101,7 @@ def test_noise_and_ablation_are_the_workflows_perturbations(kn, sample):
     every = [(layer, u) for layer in range(kn.loaded.n_layers) for u in range(kn.loaded.d_ff)]
     units = layer_units(every, kn.loaded.n_layers)
     rows = [(Perturbation("noise", 3.0, 2), 0), (Perturbation("ablation"), 0)]
-    want = perturbed_captions(kn.loaded, [image], kn.prompt, units, rows, 0.5, max_new_tokens=8)
+    want = [c for c, _ in perturbed_captions(kn.loaded, [image], kn.prompt, units, rows, 0.5, max_new_tokens=8)]
     with kn.noise(every, 3.0, seed=2, scale=0.5):
         assert kn.caption([image], max_new_tokens=8) == want[:1]
         noisy = kn.logprob(image, caption, k)

@@ -13,6 +13,7 @@ from kneurons.h5io import write_dump
 from kneurons.io import read_tsv_rows, write_tsv_rows
 from kneurons.models import load_model
 from kneurons.neuronsets import ours_stage
+from kneurons.protocol import Protocol
 from kneurons.samples import Candidate, write_tsv
 from kneurons.stages import perturb_stage
 from kneurons.tables import table2_stage
@@ -43,7 +44,7 @@ def test_thresholds_that_select_nothing_give_a_recorded_empty_set(tmp_path):
 def test_an_empty_set_is_recorded_by_perturb_and_not_captioned(tmp_path, tiny_split, tiny_model_dir):
     record = next(r for r in image_records(load_coco(tiny_split[0]), tiny_split[1]) if r.annotations)
     k = record.annotations[0].category
-    write_tsv(tmp_path / "selected.tsv", [Candidate(k, record.id, "x", status="selected")])
+    write_tsv(tmp_path / "selected.tsv", [Candidate(k, record.id, "x", caption=f"a {k} .", status="selected")])
     sets = tmp_path / "sets"
     sets.mkdir()
     empty = {"method": "ours", "knowledge": k, "image_id": record.id, "size": 0, "layer_counts": [0, 0], "neurons": []}
@@ -51,7 +52,7 @@ def test_an_empty_set_is_recorded_by_perturb_and_not_captioned(tmp_path, tiny_sp
     out, scale = tmp_path / "p.jsonl", tmp_path / "noise_scale.json"
     scale.write_text(json.dumps({"reference_scale": 1.0}))
     perturb_stage(load_model(tiny_model_dir), str(tiny_split[0]), str(tiny_split[1]), str(tmp_path / "selected.tsv"),
-                  str(sets), str(scale), PROMPT, levels=[40], seeds=2, ablation=True, synonyms={},
+                  str(sets), str(scale), PROMPT, Protocol((40.0,), 2), synonyms={},
                   out_jsonl=str(out))  # fmt: skip
     lines = [json.loads(ln) for ln in out.read_text().splitlines()]
     assert lines == [{"method": "ours", "knowledge": k, "set": record.id, "set_size": 0, "empty": True}]

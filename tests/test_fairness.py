@@ -11,6 +11,7 @@ import pytest
 
 from kneurons.calibration import noise_scale_stage, reference_scale
 from kneurons.coco import image_records, load_coco, read_image
+from kneurons.comparisons import PAIRWISE_COLUMNS, verdict
 from kneurons.errors import DataError
 from kneurons.figures import mean_map
 from kneurons.generation import generate_captions
@@ -18,6 +19,7 @@ from kneurons.io import write_tsv_rows
 from kneurons.metrics import aggregate, table2
 from kneurons.models import load_model
 from kneurons.neuronsets import baseline_stage, control_stage, ours_stage
+from kneurons.protocol import Protocol
 from kneurons.reporting import dose_response_stage, specificity_statement
 from kneurons.samples import Candidate, write_tsv
 from kneurons.stages import reference_stage
@@ -137,12 +139,13 @@ def test_bootstrap_interval_is_stratified_and_reproducible():
 
 def test_no_perturbation_reference_equals_plain_captioning(tmp_path, tiny_split, tiny_model_dir):
     records = [r for r in image_records(load_coco(tiny_split[0]), tiny_split[1]) if r.annotations][:3]
-    rows = [Candidate(r.annotations[0].category, r.id, "x", inpainted_caption="y", status="selected") for r in records]
+    rows = [Candidate(r.annotations[0].category, r.id, "x", caption=f"a {r.annotations[0].category} .",
+                      inpainted_caption="y", status="selected") for r in records]  # fmt: skip
     write_tsv(tmp_path / "selected.tsv", rows)
     loaded = load_model(tiny_model_dir)
     out = tmp_path / "reference.jsonl"
-    reference_stage(loaded, str(tiny_split[0]), str(tiny_split[1]), str(tmp_path / "selected.tsv"), PROMPT, {},
-                    str(out), batch_size=2, max_new_tokens=12)  # fmt: skip
+    reference_stage(loaded, str(tiny_split[0]), str(tiny_split[1]), str(tmp_path / "selected.tsv"), PROMPT,
+                    Protocol((1.0,), 1), {}, str(out), batch_size=2, max_new_tokens=12)  # fmt: skip
     lines = [json.loads(ln) for ln in out.read_text().splitlines()]
     targets = sorted({r.knowledge for r in rows})
     assert len(lines) == len(targets) * len(rows)
@@ -175,14 +178,25 @@ def test_dose_response_figure_and_statement(tmp_path):
         row("pan", "ablation", 0.1, 0.95, d=0.05),
         row("pan_control", "ablation", 0.0, 1.0),
     ]
-    statement = specificity_statement(rows)
-    ahead, beyond, _ = statement.split(". ")
-    assert ahead.endswith(": ours at 5; pan at ablation")  # pan's lead at ablation is beyond the intervals
+
+    def pair(comparison, level, lo, hi):
+        r = dict.fromkeys(PAIRWISE_COLUMNS, "") | {"comparison": comparison, "knowledge": "all", "level": level}
+        for m in ("S_mean", "S_rest"):
+            r |= {m: (lo + hi) / 2, f"{m}_lo": lo, f"{m}_hi": hi}
+        return r | {"verdict": verdict(r | {"method": comparison})}
+
+    pairs = [pair("ours − pan", 5.0, 0.02, 0.1), pair("ours − pan", "ablation", -0.1, 0.05)]
+    pairs.append(pair("ours − pan", "restore", 0.1, 0.2))  # restoration is not a perturbation's specificity
+    statement = specificity_statement(rows, pairs)
+    paired, beyond, _ = statement.split(". ")
+    assert paired.endswith(": 5: ours − pan +0.060 [+0.020, +0.100] ours more specific; "
+                           "ablation: ours − pan -0.025 [-0.100, +0.050] not separable")  # fmt: skip
     assert beyond.endswith(": ours at 5; pan at ablation")  # pan's 0.01 ± 0.02 at level 5 is not above 0
     assert "5: ours +0.100 > pan +0.010" in statement
-    csv_path = tmp_path / "table2.csv"
+    csv_path, pairs_path = tmp_path / "table2.csv", tmp_path / "pairwise.csv"
     write_tsv_rows(csv_path, rows, TABLE2_COLUMNS, delimiter=",")
-    dose_response_stage(str(csv_path), str(tmp_path / "dose.png"), str(tmp_path / "dose.md"))
+    write_tsv_rows(pairs_path, pairs, PAIRWISE_COLUMNS, delimiter=",")
+    dose_response_stage(str(csv_path), str(pairs_path), str(tmp_path / "dose.png"), str(tmp_path / "dose.md"))
     img = cv2.imread(str(tmp_path / "dose.png"))
     assert img is not None and img.shape[0] > 300
     assert statement in (tmp_path / "dose.md").read_text()

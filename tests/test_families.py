@@ -13,9 +13,12 @@ from torch import nn
 
 from kneurons.dumps import gradcam, image_activations, token_layout
 from kneurons.figures import token_map
-from kneurons.generation import collate, generate_captions, image_inputs
+from kneurons.generation import collate, generate_captions, image_inputs, scored_captions
+from kneurons.logprob import continuations
 from kneurons.models import LoadedModel, load_model
-from kneurons.perturb import Perturbation, layer_units, noise_vector, perturbations, perturbed_batch, perturbed_captions
+from kneurons.perturb import Perturbation, layer_units, noise_vector, patch_units, perturbed_batch, perturbed_captions
+from kneurons.protocol import Protocol
+from kneurons.restore import every_unit, no_unit, restored_captions
 
 from .families import FAMILIES, PROMPTS, decoder_inputs, minigpt4_sources
 
@@ -109,17 +112,66 @@ def test_gradcam_equals_plain_autograd(family, images):
     assert np.abs(cam.gradcam[0]).sum() > 0
 
 
+CAPTIONS = ["a dog on the grass", "two cats and a dog", "the dog sleeps", "a red dog"]  # one per image
+
+
+def plain_logp(loaded: LoadedModel, image: np.ndarray, prompt: str, caption: str, word: str) -> float:
+    """The oracle: log_softmax of a plain forward of the processor's prompt + caption (the model's own positions)
+    at the position before the word's token, found by id."""
+    inputs = loaded.processor(images=[image], text=[f"{prompt} {caption}"], return_tensors="pt")
+    ids = inputs["input_ids"][0].tolist()
+    j = ids.index(loaded.processor.tokenizer.convert_tokens_to_ids(word))
+    with torch.no_grad():
+        logits = loaded.model(**inputs).logits[0, j - 1].float()
+    return float(torch.log_softmax(logits, -1)[ids[j]])
+
+
 def test_batched_perturbed_captions_equal_one_by_one_on_mixed_sizes(family, images):
+    """Captions and log-probabilities read in the same prompt pass: batched == one by one on images of mixed
+    sizes; the clean row's caption is the unscored caption (the cache cropped back to the prompt) and its log p is
+    a plain forward's."""
     name, loaded = family
     units = layer_units([[0, 1], [0, 4], [0, 30], [1, 7]], loaded.n_layers)
-    rows = [(c, i) for c in perturbations([1.0, 3.0], 2, ablation=True) for i in range(len(images))]
+    rows = [(c, i) for c in Protocol([1.0, 3.0], 2, ablation=True).perturbations() for i in range(len(images))]
     rows.append((Perturbation("noise", 0.0, 0), 0))  # no noise: the clean caption
+    scored = continuations(loaded, images, PROMPTS[name], CAPTIONS, ["dog"] * len(images), {})
     args = (loaded, images, PROMPTS[name], units, rows, 1.0)
-    batched = perturbed_captions(*args, max_new_tokens=6, batch_size=len(rows))
-    single = perturbed_captions(*args, max_new_tokens=6, batch_size=1)
-    assert batched == single
-    assert len(set(single)) > 1  # the captions depend on image and perturbation: the equality is not vacuous
-    assert single[-1] == generate_captions(loaded, images[:1], PROMPTS[name], max_new_tokens=6)[0]
+    batched = perturbed_captions(*args, max_new_tokens=6, batch_size=len(rows), continuations=scored)
+    single = perturbed_captions(*args, max_new_tokens=6, batch_size=1, continuations=scored)
+    assert [c for c, _ in batched] == [c for c, _ in single]
+    np.testing.assert_allclose([lp for _, lp in batched], [lp for _, lp in single], rtol=1e-4, atol=1e-4)
+    assert len({c for c, _ in single}) > 1  # the captions depend on image and perturbation: not vacuous
+    assert len({round(lp, 3) for _, lp in single}) > len(images)  # so do the log-probabilities
+    unscored = perturbed_captions(*args, max_new_tokens=6, batch_size=len(rows))
+    assert [c for c, _ in unscored] == [c for c, _ in batched] and {lp for _, lp in unscored} == {None}
+    clean_caption, clean_logp = single[-1]
+    assert clean_caption == generate_captions(loaded, images[:1], PROMPTS[name], max_new_tokens=6)[0]
+    assert clean_logp == pytest.approx(plain_logp(loaded, images[0], PROMPTS[name], CAPTIONS[0], "dog"), abs=1e-4)
+
+
+def test_restoration_rows_batched_equal_one_by_one(family, images):
+    """Restoration of an image with another of the same size as its 'original': rows patching different sets
+    (and every unit, and none) batched == one by one, captions and log p; patching every unit makes the captured
+    O' the source's exactly; patching nothing leaves the image's own caption and log p."""
+    name, loaded = family
+    source, target = images[0], np.ascontiguousarray(images[0][:, ::-1])  # same size, other pixels
+    sets = [layer_units(n, loaded.n_layers) for n in ([[0, 1], [1, 7]], [[0, 2], [0, 3], [0, 40]], [[1, 0]])]
+    unit_sets = [*sets, every_unit(loaded), no_unit(loaded)]
+    (cont,) = continuations(loaded, [source], PROMPTS[name], CAPTIONS[:1], ["dog"], {})
+    batched, original = restored_captions(loaded, source, target, PROMPTS[name], unit_sets, cont, 6, batch_size=8)
+    single, _ = restored_captions(loaded, source, target, PROMPTS[name], unit_sets, cont, 6, batch_size=1)
+    assert [c for c, _ in batched] == [c for c, _ in single]
+    np.testing.assert_allclose([lp for _, lp in batched], [lp for _, lp in single], rtol=1e-4, atol=1e-4)
+    assert len({round(lp, 4) for _, lp in batched}) > 2  # the sets change log p: not vacuous
+    (own,) = scored_captions(loaded, [target], PROMPTS[name], [cont], max_new_tokens=6)
+    assert batched[-1][0] == own[0] and batched[-1][1] == pytest.approx(own[1], abs=1e-5)  # nothing patched
+    assert original[1] == pytest.approx(plain_logp(loaded, source, PROMPTS[name], CAPTIONS[0], "dog"), abs=1e-4)
+    ((want, _),) = image_activations(loaded, [source], PROMPTS[name])
+    ids = image_inputs(loaded, [target], PROMPTS[name])[0]["input_ids"]
+    values = [torch.from_numpy(want[layer]) for layer in range(loaded.n_layers)]
+    with patch_units(loaded, ids, every_unit(loaded), values):
+        ((got, _),) = image_activations(loaded, [target], PROMPTS[name])
+    np.testing.assert_array_equal(got, want)
 
 
 def test_token_map_matches_the_pixels_each_token_sees(family, images):
@@ -284,7 +336,7 @@ def test_each_row_gets_the_noise_of_its_own_length(family, images):
     rows = [(Perturbation("noise", 2.0, 5), i) for i in range(len(images))] + [(Perturbation("ablation"), 1)]
     seen: dict = {}
 
-    def prompt_pass_only(loaded, inputs, max_new_tokens, context):
+    def prompt_pass_only(loaded, inputs, max_new_tokens, context, continuations=None):
         mask = loaded.image_positions(inputs["input_ids"])
         hook = lambda _m, _i, out: seen.__setitem__("o", out[mask].split(mask.sum(1).tolist()))  # noqa: E731
         with torch.no_grad(), context(inputs["input_ids"]):
@@ -293,7 +345,7 @@ def test_each_row_gets_the_noise_of_its_own_length(family, images):
                 loaded.model(**inputs, position_ids=loaded.positions(inputs))
             finally:
                 handle.remove()
-        return [""] * len(mask)
+        return [""] * len(mask), [None] * len(mask)
 
     perturbed_batch(loaded, parts, units, rows, 0.5, 1, prompt_pass_only)
     clean = image_activations(loaded, images, PROMPTS[name])
@@ -330,7 +382,7 @@ def test_rows_that_end_early_leave_the_batch_and_the_rest_go_on(family, images):
         word = max(first_said, key=lambda t: (len(first_said[t]), -min(first_said[t]), -t))
         head[ended.processor.tokenizer.eos_token_id] = 1.001 * head[word]  # the end token wins where word did
     units = layer_units([[0, 1], [0, 4], [1, 7]], ended.n_layers)
-    rows = [(c, i) for c in perturbations([1.0], 1, ablation=True) for i in range(len(images))]
+    rows = [(c, i) for c in Protocol([1.0], 1, ablation=True).perturbations() for i in range(len(images))]
     rows += [(Perturbation("noise", 0.0, 0), i) for i in range(len(images))]
     args = (ended, images, PROMPTS[name], units, rows, 1.0)
     steps, single = [], []
@@ -355,7 +407,8 @@ def test_decode_steps_run_unedited(family, images):
     chosen = list(range(0, 48, 2))
     units = layer_units([[layer, u] for layer in range(loaded.n_layers) for u in chosen], loaded.n_layers)
     rows = [(Perturbation("ablation"), i) for i in range(len(images))]
-    ours = perturbed_captions(loaded, images, PROMPTS[name], units, rows, 1.0, max_new_tokens=6, batch_size=len(rows))
+    scored = perturbed_captions(loaded, images, PROMPTS[name], units, rows, 1.0, max_new_tokens=6, batch_size=len(rows))
+    ours = [c for c, _ in scored]
     changed = 0
     for image, got in zip(images, ours, strict=True):
         inputs = image_inputs(loaded, [image], PROMPTS[name])[0]

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import pytest
 
+from kneurons.comparisons import verdict
 from kneurons.errors import DataError
-from kneurons.metrics import markdown_table, per_set_scores, table2
+from kneurons.metrics import RESTORE, markdown_table, pairwise, per_set_scores, restoration_scores, table2
 
 
 def line(method, k, set_id, level, image_k, mentions, mentions_target=False, seed=0, has_target=None):
@@ -40,9 +44,102 @@ LINES = [
 
 def test_per_set_scores():
     s = per_set_scores(LINES)
-    assert s[("ours", "bear", 1, 4)] == {"S_se": 0.5, "S_re": 1.0, "S_hal": 0.0}
-    assert s[("ours", "bear", 1, 10)] == {"S_se": 1.0, "S_re": 0.0, "S_hal": 1.0}
-    assert s[("ours", "bus", 7, 4)] == {"S_se": 0.0, "S_re": 1.0, "S_hal": 0.0}
+    binary = ("S_se", "S_re", "S_hal")
+    assert {m: s[("ours", "bear", 1, 4)][m] for m in binary} == {"S_se": 0.5, "S_re": 1.0, "S_hal": 0.0}
+    assert {m: s[("ours", "bear", 1, 10)][m] for m in binary} == {"S_se": 1.0, "S_re": 0.0, "S_hal": 1.0}
+    assert {m: s[("ours", "bus", 7, 4)][m] for m in binary} == {"S_se": 0.0, "S_re": 1.0, "S_hal": 0.0}
+    assert math.isnan(s[("ours", "bear", 1, 4)]["dlogp_own"])  # lines without log p: no change to report
+
+
+def scored(method, k, set_id, level, image_id, image_k, logp):
+    return line(method, k, set_id, level, image_k, True) | {"image_id": image_id, "logp": logp}
+
+
+def test_log_probability_changes_are_taken_from_the_reference_on_the_same_image():
+    lines = [
+        scored("none", "bear", 0, "none", 1, "bear", -1.0),
+        scored("none", "bear", 0, "none", 2, "bear", -0.5),
+        scored("none", "bear", 0, "none", 3, "bus", -2.0),
+        scored("ours", "bear", 1, 4, 1, "bear", -3.0),  # -2 on image 1
+        scored("ours", "bear", 1, 4, 2, "bear", -1.5),  # -1 on image 2
+        scored("ours", "bear", 1, 4, 3, "bus", -2.5),  # -0.5 on the bus image
+        scored("ours_control", "bear", 1, 4, 1, "bear", -1.0),
+        scored("ours_control", "bear", 1, 4, 2, "bear", -0.5),
+        scored("ours_control", "bear", 1, 4, 3, "bus", -2.25),
+    ]
+    s = per_set_scores(lines)
+    assert s[("ours", "bear", 1, 4)]["dlogp_own"] == pytest.approx(-1.5)
+    assert s[("ours", "bear", 1, 4)]["dlogp_other"] == pytest.approx(-0.5)
+    assert s[("none", "bear", 0, "none")]["dlogp_own"] == 0.0
+    rows = {(r["method"], r["knowledge"], r["level"]): r for r in table2(lines, n_boot=50)}
+    assert rows[("ours", "bear", 4)]["ddlogp_own"] == pytest.approx(-1.5)  # ours minus its control, paired by set
+    assert rows[("ours", "bear", 4)]["ddlogp_other"] == pytest.approx(-0.25)
+
+
+def restore_line(method, k, set_id, image_id, named, logp):
+    return {
+        "method": method,
+        "knowledge": k,
+        "set": set_id,
+        "image_id": image_id,
+        "mentions_target": named,
+        "logp": logp,
+    }
+
+
+def test_restoration_scores_and_the_gap_closed():
+    bounds = [
+        restore_line("floor", "bear", 1, 1, False, -5.0),
+        restore_line("original", "bear", 1, 1, True, -1.0),
+        restore_line("ceiling", "bear", 1, 1, True, -2.0),
+        restore_line("floor", "bear", 2, 2, False, -4.0),
+        restore_line("original", "bear", 2, 2, True, 0.0),
+        restore_line("ceiling", "bear", 2, 2, False, -3.0),
+    ]
+    lines = [  # set 1 patched into samples 1 and 2: k named in one of two; log p up by 2 and by 1
+        restore_line("ours", "bear", 1, 1, True, -3.0),
+        restore_line("ours", "bear", 1, 2, False, -3.0),
+    ]
+    s = restoration_scores(lines, bounds)
+    assert s[("ours", "bear", 1, RESTORE)] == {"S_rest": 0.5, "gap_closed": pytest.approx((2 + 1) / (4 + 4))}
+    assert s[("ceiling", "bear", 1, RESTORE)] == {"S_rest": 1.0, "gap_closed": pytest.approx(3 / 4)}
+    assert s[("ceiling", "bear", 2, RESTORE)] == {"S_rest": 0.0, "gap_closed": pytest.approx(1 / 4)}
+    assert s[("floor", "bear", 2, RESTORE)] == {"S_rest": 0.0, "gap_closed": 0.0}
+    assert s[("original", "bear", 2, RESTORE)]["gap_closed"] == 1.0
+    no_logp = restoration_scores([restore_line("ours", "bear", 1, 1, True, None)], bounds)
+    assert math.isnan(no_logp[("ours", "bear", 1, RESTORE)]["gap_closed"])
+
+
+def test_the_paired_bootstrap_of_a_hand_made_comparison():
+    """Two methods on the same 4 samples of one target: a's S_se beats b's by 0.5 on three and by -0.1 on one.
+    The paired difference is their mean, its interval the percentiles of resampled means of those four
+    differences (so it lies within [-0.1, 0.5]); b − a is its mirror; samples b lacks are left out."""
+    per_set = {}
+    for set_id, (a, b) in enumerate([(1.0, 0.5), (0.5, 0.0), (0.75, 0.25), (0.0, 0.1)]):
+        per_set[("a", "bear", set_id, 4.0)] = {"S_se": a}
+        per_set[("b", "bear", set_id, 4.0)] = {"S_se": b}
+    per_set[("a", "bear", 9, 4.0)] = {"S_se": 1.0}  # a sample only a has: not paired
+    rows = pairwise(per_set, [("a", "b"), ("b", "a")], ["S_se"], n_boot=4000)
+    ab = next(r for r in rows if r["method"] == "a − b" and r["knowledge"] == "bear" and r["level"] == 4.0)
+    ba = next(r for r in rows if r["method"] == "b − a" and r["knowledge"] == "bear" and r["level"] == 4.0)
+    assert ab["sets"] == 4 and ab["S_se"] == pytest.approx((0.5 * 3 - 0.1) / 4)
+    assert -0.1 <= ab["S_se_lo"] < ab["S_se"] < ab["S_se_hi"] <= 0.5
+    assert ab["S_se_lo"] > 0  # three of four samples favour a by far more than the one against it
+    assert ba["S_se"] == pytest.approx(-ab["S_se"])
+    rng = np.random.default_rng(0)
+    diffs = np.array([0.5, 0.5, 0.5, -0.1])
+    boots = rng.choice(diffs, size=(20000, 4), replace=True).mean(axis=1)
+    assert ab["S_se_lo"] == pytest.approx(np.percentile(boots, 2.5), abs=0.03)
+    assert ab["S_se_hi"] == pytest.approx(np.percentile(boots, 97.5), abs=0.03)
+
+
+def test_verdicts_follow_the_paired_interval():
+    row = {"method": "ours − pan", "level": 4.0, "S_mean_lo": 0.01, "S_mean_hi": 0.2}
+    assert verdict(row) == "ours more specific"
+    assert verdict(row | {"S_mean_lo": -0.3, "S_mean_hi": -0.01}) == "pan more specific"
+    assert verdict(row | {"S_mean_lo": -0.01}) == "not separable"
+    restore = {"method": "ours − ours_stage1", "level": RESTORE, "S_rest_lo": 0.1, "S_rest_hi": 0.3}
+    assert verdict(restore) == "ours restores more"
 
 
 def test_table2_rows_and_averages():

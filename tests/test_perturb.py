@@ -19,9 +19,9 @@ from kneurons.perturb import (
     layer_units,
     noise_vector,
     perturb_units,
-    perturbations,
     perturbed_captions,
 )
+from kneurons.protocol import Protocol
 
 from .conftest import PROMPT
 
@@ -40,11 +40,11 @@ def test_noise_vector_is_seeded():
 
 
 def test_perturbations_list_noise_then_ablation():
-    got = perturbations([4, 10], 2, ablation=True)
+    got = Protocol([4, 10], 2, ablation=True).perturbations()
     assert [(p.kind, p.label, p.seed) for p in got] == [
         (NOISE, 4.0, 0), (NOISE, 4.0, 1), (NOISE, 10.0, 0), (NOISE, 10.0, 1), (ABLATION, ABLATION, 0)
     ]  # fmt: skip
-    assert all(p.kind == NOISE for p in perturbations([4], 3, ablation=False))
+    assert all(p.kind == NOISE for p in Protocol([4], 3, ablation=False).perturbations())
 
 
 def test_layer_units_groups_by_layer():
@@ -93,7 +93,7 @@ def test_every_set_gets_the_same_noise_and_ablation_zeroes_the_set(setup):
 def test_batched_rows_equal_one_by_one(setup):
     loaded, images = setup
     units = layer_units([[0, 1], [0, 4], [1, 7], [1, 9]], loaded.n_layers)
-    conditions = perturbations([0.5, 3.0], 2, ablation=True)
+    conditions = Protocol([0.5, 3.0], 2, ablation=True).perturbations()
     rows = [(c, i) for c in conditions for i in range(3)]
     batched = perturbed_captions(loaded, images, PROMPT, units, rows, 2.0, max_new_tokens=8, batch_size=15)
     single = perturbed_captions(loaded, images, PROMPT, units, rows, 2.0, max_new_tokens=8, batch_size=1)
@@ -106,7 +106,7 @@ def test_ablating_every_unit_equals_the_evaluations_ablation(setup):
     loaded, images = setup
     everything = [np.arange(loaded.d_ff)] * loaded.n_layers
     rows = [(Perturbation(ABLATION), i) for i in range(len(images))]
-    ablated = perturbed_captions(loaded, images, PROMPT, everything, rows, max_new_tokens=10)
+    ablated = [c for c, _ in perturbed_captions(loaded, images, PROMPT, everything, rows, max_new_tokens=10)]
 
     def ablate(input_ids):  # what kneurons.synth.evaluate zeroes
         return edit_image_activations(loaded.act_fns, loaded.image_positions(input_ids), zero_edit)

@@ -30,7 +30,7 @@ from kneurons.figures import HeatmapPanel, heatmap_figure
 from kneurons.generation import generate_captions
 from kneurons.inpaint import dilated, inpaint_mask, remove_objects
 from kneurons.models import LoadedModel, load_model
-from kneurons.neuronsets import BASELINES, METHODS, baseline_set, control_set, ours_set, two_stage
+from kneurons.neuronsets import BASELINES, SHADOWED, STAGE1, baseline_set, control_set, ours_set, stage1_set, two_stage
 from kneurons.perturb import layer_units, noise_vector, patch_units, perturb_units
 from kneurons.reporting import strongest
 from kneurons.vocab import decode_neurons
@@ -242,7 +242,8 @@ class KnowledgeNeurons:
             sets[method] = baseline_set(
                 method, ours, grads["g_mean"], acts["o_mean"], grads["unit_logit"], settings.exclude_last_layer
             )
-        for method in METHODS:
+        sets[STAGE1] = stage1_set(ours, acts["v_max"])
+        for method in SHADOWED:
             control = control_set(method, sets[method], self.loaded.d_ff)
             sets[control["method"]] = control
         cand = two_stage(acts["v_max"], grads["g_max"], settings.thresholds, settings.exclude_last_layer)[0]

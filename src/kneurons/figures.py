@@ -131,24 +131,33 @@ def heatmap_figure(panels: Sequence[HeatmapPanel], top: int, title: str) -> plt.
 
 @dataclass(frozen=True)
 class DosePoint:
-    """One point of a dose–response curve: S_re and S_se, each with its 95 % interval (lo, hi)."""
+    """One point of a dose–response curve: each score (S_re, S_se, dlogp_other, dlogp_own) with its 95 %
+    interval, ``values[score] = (mean, lo, hi)``."""
 
     level: float | str
-    s_re: tuple[float, float, float]
-    s_se: tuple[float, float, float]
+    values: Mapping[str, tuple[float, float, float]]
 
 
-def plot_dose_response(
+# The dose–response panels: (x score, y score, x label, y label).
+DOSE_PANELS = (
+    ("S_re", "S_se", "S_re: other images still name their own object", "S_se: k's images no longer name k"),
+    (
+        "dlogp_other",
+        "dlogp_own",
+        "dlogp_other: change of log p of the other images' own objects",
+        "dlogp_own: change of log p(k) on k's images",
+    ),
+)
+
+
+def _dose_panel(
+    ax: plt.Axes,
     curves: Mapping[str, Sequence[DosePoint]],
     controls: Mapping[str, Sequence[DosePoint]],
     reference: DosePoint | None,
-    caption: str,
-    out: str | os.PathLike,
+    panel: tuple[str, str, str, str],
 ) -> None:
-    """The dose–response figure: S_re (x) against S_se (y) of each method through its noise levels (solid, the
-    zero-ablation point a square), its random control dashed in the same colour (ablation a hollow square), the
-    no-perturbation reference a black star; error bars are 95 % intervals. ``caption`` is printed under the axes."""
-    fig, ax = plt.subplots(figsize=(7.0, 5.6))
+    xs, ys, xlabel, ylabel = panel
     for i, method in enumerate(curves):
         color = f"C{i}"
         control = controls.get(method, ())
@@ -159,10 +168,10 @@ def plot_dose_response(
             for group, marker in ((noise, "o"), (ablation, "s")):
                 if not group:
                     continue
-                x = np.array([p.s_re[0] for p in group])
-                y = np.array([p.s_se[0] for p in group])
-                xerr = np.abs(np.array([[p.s_re[1] for p in group], [p.s_re[2] for p in group]]) - x)
-                yerr = np.abs(np.array([[p.s_se[1] for p in group], [p.s_se[2] for p in group]]) - y)
+                x = np.array([p.values[xs][0] for p in group])
+                y = np.array([p.values[ys][0] for p in group])
+                xerr = np.abs(np.array([[p.values[xs][1] for p in group], [p.values[xs][2] for p in group]]) - x)
+                yerr = np.abs(np.array([[p.values[ys][1] for p in group], [p.values[ys][2] for p in group]]) - y)
                 ax.errorbar(
                     x,
                     y,
@@ -177,20 +186,83 @@ def plot_dose_response(
                 )
             for p in noise:
                 ax.annotate(
-                    f"{p.level:g}", (p.s_re[0], p.s_se[0]), fontsize=7, xytext=(3, 3), textcoords="offset points"
+                    f"{p.level:g}",
+                    (p.values[xs][0], p.values[ys][0]),
+                    fontsize=7,
+                    xytext=(3, 3),
+                    textcoords="offset points",
                 )
     if reference is not None:
-        ax.plot(reference.s_re[0], reference.s_se[0], "k*", ms=12, label="no perturbation")
-    ax.set_xlabel("S_re: other images still name their own object")
-    ax.set_ylabel("S_se: k's images no longer name k")
-    ax.set_xlim(-0.03, 1.03)
-    ax.set_ylim(-0.03, 1.03)
+        ax.plot(reference.values[xs][0], reference.values[ys][0], "k*", ms=12, label="no perturbation")
+    ax.set_xlabel(xlabel, fontsize=8)
+    ax.set_ylabel(ylabel, fontsize=8)
+    if xs.startswith("S_"):
+        ax.set_xlim(-0.03, 1.03)
+        ax.set_ylim(-0.03, 1.03)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="upper left")
-    ax.set_title(
-        "Dose–response: each method (solid) and its random control (dashed, hollow)\n"
+    ax.legend(fontsize=7, loc="best")
+
+
+def plot_dose_response(
+    curves: Mapping[str, Sequence[DosePoint]],
+    controls: Mapping[str, Sequence[DosePoint]],
+    reference: DosePoint | None,
+    caption: str,
+    out: str | os.PathLike,
+) -> None:
+    """The dose–response figure, two panels: S_re (x) against S_se (y), and dlogp_other against dlogp_own, of each
+    method through its noise levels (solid, the zero-ablation point a square), its random control dashed in the
+    same colour (ablation a hollow square), the no-perturbation reference a black star; error bars are 95 %
+    intervals. ``caption`` is printed under the axes."""
+    fig, axes = plt.subplots(1, 2, figsize=(13.0, 5.6))
+    for ax, panel in zip(axes, DOSE_PANELS, strict=True):
+        _dose_panel(ax, curves, controls, reference, panel)
+    fig.suptitle(
+        "Dose–response: each method (solid) and its random control (dashed, hollow); "
         "circles: noise levels (labelled, in units of r); squares: zero-ablation",
         fontsize=9,
     )
-    fig.text(0.01, -0.02, "\n".join(textwrap.wrap(caption, 110)), fontsize=8, va="top")
+    fig.text(0.01, -0.02, "\n".join(textwrap.wrap(caption, 200)), fontsize=8, va="top")
+    _save(fig, out)
+
+
+@dataclass(frozen=True)
+class Bar:
+    """One bar of the restoration figure: a set kind (or bound), its score (mean, lo, hi), hatched if a control."""
+
+    label: str
+    value: tuple[float, float, float]
+    control: bool
+
+
+def plot_restoration(panels: Mapping[str, Sequence[Bar]], out: str | os.PathLike) -> None:
+    """The restoration figure: one panel per score (``panels[score]``), a bar per set kind (each method beside its
+    random control, hatched), then the ceiling and the floor, with 95 % intervals."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.0 * len(panels), 4.2), squeeze=False)
+    for ax, (score, bars) in zip(axes[0], panels.items(), strict=True):
+        x = np.arange(len(bars))
+        y = np.array([b.value[0] for b in bars], np.float64)
+        err = np.abs(np.array([[b.value[1] for b in bars], [b.value[2] for b in bars]], np.float64) - y)
+        colors = [f"C{i // 2}" if b.label not in ("ceiling", "floor") else "0.5" for i, b in enumerate(bars)]
+        ax.bar(
+            x,
+            np.nan_to_num(y),
+            yerr=np.nan_to_num(err),
+            color=colors,
+            capsize=3,
+            hatch=None,
+            edgecolor="black",
+            linewidth=0.5,
+        )
+        for xi, b in zip(x, bars, strict=True):
+            if b.control:
+                ax.patches[int(xi)].set_hatch("//")
+                ax.patches[int(xi)].set_alpha(0.6)
+        ax.set_xticks(x, [b.label for b in bars], rotation=40, ha="right", fontsize=7)
+        ax.set_ylabel(score)
+        ax.axhline(0, color="black", lw=0.6)
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle(
+        "Restoration: inpainted images with each set patched to the original's values (hatched: control)", fontsize=9
+    )
     _save(fig, out)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
 from typing import TypeVar
 
 import numpy as np
@@ -21,6 +22,7 @@ BatchContext = Callable[[torch.Tensor], AbstractContextManager]
 AUTO_BATCH = 512  # the first batch size tried when batch_size is "auto"
 
 T = TypeVar("T")
+Scored = tuple[str, float | None]  # a caption and the teacher-forced log p read in its prompt pass (None: not asked)
 
 
 def adaptive_batches(n: int, batch_size: int | str, run: Callable[[slice], list[T]]) -> list[T]:
@@ -110,29 +112,76 @@ def _stop_ids(loaded: LoadedModel) -> torch.Tensor:
     return torch.as_tensor(eos if isinstance(eos, list) else [eos], device=loaded.device)
 
 
-@torch.inference_mode()
-def generate_batch(
-    loaded: LoadedModel, inputs: dict[str, torch.Tensor], max_new_tokens: int = 32, context: BatchContext | None = None
-) -> list[str]:
-    """Greedy continuations of one batch of processor ``inputs`` (every tensor (B, ...)), decoded without special
-    tokens and stripped.
+@dataclass(frozen=True)
+class Continuation:
+    """A fixed text after one row's prompt, read teacher-forced in the prompt pass: ``ids`` (n,) int64, its token
+    ids (what follows the prompt's own ids); ``index``, the one whose log-probability is read, at the position that
+    predicts it (kneurons.logprob.continuation)."""
 
-    ``context`` is active during the prompt pass only (decode steps run untouched). A row that emits an end token
-    leaves the batch (its rows of the KV cache are dropped), so a finished caption costs nothing more while the
-    others go on; rows may be left-padded (positions follow the attention mask).
+    ids: torch.Tensor
+    index: int
+
+
+def _extended(
+    loaded: LoadedModel, inputs: dict[str, torch.Tensor], continuations: Sequence[Continuation]
+) -> dict[str, torch.Tensor]:
+    """``inputs`` (B, T) with each row's continuation appended after the (left-padded) prompt and right-padded to
+    the longest: (B, T + C). The prompts keep their columns, so the cache of the first T positions is the prompt's."""
+    width = max(len(c.ids) for c in continuations)
+    pad_id = loaded.processor.tokenizer.pad_token_id
+    out = dict(inputs)
+    for key in loaded.family.token_keys:
+        x = inputs[key]
+        tail = x.new_full((x.shape[0], width), pad_id if key == "input_ids" and pad_id is not None else 0)
+        for b, c in enumerate(continuations):
+            if key == "input_ids":
+                tail[b, : len(c.ids)] = c.ids.to(x.device)
+            elif key == "attention_mask":
+                tail[b, : len(c.ids)] = 1
+        out[key] = torch.cat([x, tail], dim=1)
+    return out
+
+
+@torch.inference_mode()
+def generate_scored_batch(
+    loaded: LoadedModel,
+    inputs: dict[str, torch.Tensor],
+    max_new_tokens: int = 32,
+    context: BatchContext | None = None,
+    continuations: Sequence[Continuation] | None = None,
+) -> tuple[list[str], list[float | None]]:
+    """Greedy continuations of one batch of processor ``inputs`` (every tensor (B, ...)), decoded without special
+    tokens and stripped, and, with ``continuations`` (one per row), each row's teacher-forced log p of its
+    continuation's token ``index`` (None without).
+
+    ``context`` is active during the prompt pass only (decode steps run untouched). The continuations ride in that
+    same pass, after the prompts; the KV cache is then cropped back to the prompts, so greedy decoding starts
+    from the prompt as without them (one pass, not two). A row that emits an end token leaves the batch (its rows
+    of the KV cache are dropped), so a finished caption costs nothing more while the others go on; rows may be
+    left-padded (positions follow the attention mask).
     """
     model = loaded.model
     ids = inputs["input_ids"]
+    n_prompt = ids.shape[1]
     attention = inputs["attention_mask"]
-    positions = loaded.positions(inputs)  # (B, T), or (3, B, T) for M-RoPE
-    with context(ids) if context else nullcontext():
-        out = model(**inputs, position_ids=positions, use_cache=True, logits_to_keep=1)
+    full = _extended(loaded, inputs, continuations) if continuations else inputs
+    positions = loaded.positions(full)  # (B, T'), or (3, B, T') for M-RoPE
+    keep_logits = full["input_ids"].shape[1] - n_prompt + 1  # the last prompt position and every continuation's
+    with context(full["input_ids"]) if context else nullcontext():
+        out = model(**full, position_ids=positions, use_cache=True, logits_to_keep=keep_logits)
+    logps: list[float | None] = [None] * ids.shape[0]
+    if continuations:
+        logits = out.logits.float()
+        for b, c in enumerate(continuations):
+            logps[b] = float(torch.log_softmax(logits[b, c.index], dim=-1)[c.ids[c.index]])
+        out.cache.crop(n_prompt - full["input_ids"].shape[1])  # remove the continuations' positions
     cache, stop = out.cache, _stop_ids(loaded)
     alive = torch.arange(ids.shape[0], device=ids.device)
-    position = positions.reshape(-1, *ids.shape).amax(dim=(0, 2))  # each row's last position (padding holds 0)
+    prompt_positions = positions[..., :n_prompt]
+    position = prompt_positions.reshape(-1, *ids.shape).amax(dim=(0, 2))  # each row's last position (padding holds 0)
     tokens = torch.zeros((ids.shape[0], max_new_tokens), dtype=torch.long, device=ids.device)
     lengths = [max_new_tokens] * ids.shape[0]  # new tokens before the end token
-    step_token = out.logits[:, -1].argmax(-1)
+    step_token = out.logits[:, 0].argmax(-1)
     for step in range(max_new_tokens):
         tokens[alive, step] = step_token
         going = ~torch.isin(step_token, stop)
@@ -155,7 +204,37 @@ def generate_batch(
         )
         step_token = out.logits[:, -1].argmax(-1)
     kept = [row[:n] for row, n in zip(tokens.tolist(), lengths, strict=True)]
-    return [c.strip() for c in loaded.processor.batch_decode(kept, skip_special_tokens=True)]
+    return [c.strip() for c in loaded.processor.batch_decode(kept, skip_special_tokens=True)], logps
+
+
+def generate_batch(
+    loaded: LoadedModel, inputs: dict[str, torch.Tensor], max_new_tokens: int = 32, context: BatchContext | None = None
+) -> list[str]:
+    """Greedy continuations of one batch of processor ``inputs`` (``generate_scored_batch`` without scores)."""
+    return generate_scored_batch(loaded, inputs, max_new_tokens, context)[0]
+
+
+def scored_captions(
+    loaded: LoadedModel,
+    images: Sequence[np.ndarray],
+    prompt: str,
+    continuations: Sequence[Continuation] | None = None,
+    max_new_tokens: int = 32,
+    batch_size: int | str = 64,
+    context: BatchContext | None = None,
+) -> list[Scored]:
+    """Greedy continuations of ``prompt`` for each image, each with the teacher-forced log p of its continuation
+    (``continuations``, one per image; None: no score), ``batch_size`` images per batch (halved on CUDA
+    out-of-memory; "auto" starts large)."""
+
+    def run(sl: slice) -> list[Scored]:
+        inputs = prompt_inputs(loaded, images[sl], prompt)
+        captions, logps = generate_scored_batch(
+            loaded, inputs, max_new_tokens, context, continuations[sl] if continuations else None
+        )
+        return list(zip(captions, logps, strict=True))
+
+    return adaptive_batches(len(images), batch_size, run)
 
 
 def generate_captions(
@@ -166,10 +245,5 @@ def generate_captions(
     batch_size: int | str = 64,
     context: BatchContext | None = None,
 ) -> list[str]:
-    """Greedy continuations of ``prompt`` for each image, ``batch_size`` images per generate call (halved on
-    CUDA out-of-memory; "auto" starts large)."""
-    return adaptive_batches(
-        len(images),
-        batch_size,
-        lambda sl: generate_batch(loaded, prompt_inputs(loaded, images[sl], prompt), max_new_tokens, context),
-    )
+    """Greedy continuations of ``prompt`` for each image (``scored_captions`` without scores)."""
+    return [c for c, _ in scored_captions(loaded, images, prompt, None, max_new_tokens, batch_size, context)]

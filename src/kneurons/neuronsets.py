@@ -25,7 +25,9 @@ from kneurons.neurons import (
 
 BASELINES = ("schwettmann", "pan")
 METHODS = ("ours", *BASELINES)
-SET_KINDS = (*METHODS, *(m + CONTROL for m in METHODS))
+STAGE1 = "ours_stage1"  # the control of ours' second stage: |N_k| units drawn at random from C^k
+SHADOWED = (*METHODS, STAGE1)  # the set kinds with a random control
+SET_KINDS = (*SHADOWED, *(m + CONTROL for m in SHADOWED))
 
 
 def excluded_layers(n_layers: int, exclude_last_layer: bool) -> tuple[int, ...]:
@@ -152,13 +154,58 @@ def baseline_stage(
     _derive_sets(ours_dir, out_dir, make)
 
 
+def _seed(kind: str, shadowed: dict) -> int:
+    """The seed of a random set drawn for ``shadowed``'s sample: from the kind, the knowledge and the image id."""
+    return zlib.crc32(f"{kind}/{shadowed['knowledge']}/{shadowed['image_id']}".encode())
+
+
+def stage1_set(ours: dict, v_max: np.ndarray) -> dict:
+    """The stage-1 control of ours' set ``ours``: |N_k| units drawn uniformly (seeded by knowledge and image id)
+    from the sample's candidates C^k, recomputed from max_p V (L, d_ff) with the activation threshold ``ours``
+    used. It asks whether GradCAM's second stage adds anything over the activation difference alone."""
+    exclude = tuple(ours["excluded_layers"])
+    cand = candidates(v_max[:, None, :], ours["thresholds"]["activation_value"], exclude)
+    if int(cand.sum()) != ours["candidates"]:
+        raise ValueError(
+            f"{ours['knowledge']}/{ours['image_id']}: {int(cand.sum())} candidates from the activation dump, "
+            f"the set of ours records {ours['candidates']}"
+        )
+    seed = _seed(STAGE1, ours)
+    flat = np.flatnonzero(cand)
+    mask = np.zeros(cand.size, bool)
+    mask[np.random.default_rng(seed).choice(flat, size=ours["size"], replace=False)] = True
+    chosen = NeuronSet.from_mask(mask.reshape(cand.shape), np.zeros(cand.shape, np.float32))
+    return {
+        "method": STAGE1,
+        "knowledge": ours["knowledge"],
+        "image_id": ours["image_id"],
+        "seed": seed,
+        "excluded_layers": list(exclude),
+        "candidates": ours["candidates"],
+        "size": len(chosen),
+        "size_from": "ours",
+        "layer_counts": chosen.layer_counts(cand.shape[0]),
+        "score": "none (stage-1 control: |N_k| random units of C^k)",
+        "neurons": chosen.neurons,
+    }
+
+
+def stage1_stage(ours_dir: str, activations_dir: str, out_dir: str) -> None:
+    """Rule neurons_stage1: ``stage1_set`` of every sample's set of ours, from its activation dump."""
+
+    def make(path: Path, ours: dict) -> dict:
+        return stage1_set(ours, read_dump(Path(activations_dir) / f"{path.stem}.h5", ["v_max"])[0]["v_max"])
+
+    _derive_sets(ours_dir, out_dir, make)
+
+
 def control_set(method: str, shadowed: dict, d_ff: int) -> dict:
     """The random control of ``method``'s set ``shadowed``: as many units in each layer as the set has there, drawn
     uniformly (seeded by method, knowledge and image id), so control and set differ only in which units were
     chosen."""
-    if method not in METHODS:
-        raise ValueError(f"a control shadows one of {METHODS}, got {method!r}")
-    seed = zlib.crc32(f"{method}/{shadowed['knowledge']}/{shadowed['image_id']}".encode())
+    if method not in SHADOWED:
+        raise ValueError(f"a control shadows one of {SHADOWED}, got {method!r}")
+    seed = _seed(method, shadowed)
     mask = random_neurons(shadowed["layer_counts"], d_ff, seed)
     chosen = NeuronSet.from_mask(mask, np.zeros(mask.shape, np.float32))
     return {

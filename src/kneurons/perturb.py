@@ -10,14 +10,21 @@ every image position p. Zero-ablation sets those O[l, p, i] to 0. Decode steps r
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from kneurons.errors import ModelError
-from kneurons.generation import adaptive_batches, collate, generate_batch, image_inputs
+from kneurons.generation import (
+    Continuation,
+    Scored,
+    adaptive_batches,
+    collate,
+    generate_scored_batch,
+    image_inputs,
+)
 from kneurons.hooks import edit_image_activations
 from kneurons.models import LoadedModel
 
@@ -37,12 +44,6 @@ class Perturbation:
     def label(self) -> float | str:
         """The perturbation's name in the tables: the noise level, or "ablation"."""
         return self.level if self.kind == NOISE else self.kind
-
-
-def perturbations(levels: Sequence[float], seeds: int, ablation: bool) -> list[Perturbation]:
-    """Noise at every (level, seed), then zero-ablation if ``ablation``."""
-    noise = [Perturbation(NOISE, float(level), seed) for level in levels for seed in range(seeds)]
-    return noise + ([Perturbation(ABLATION)] if ablation else [])
 
 
 def noise_vector(level: float, seed: int, n_positions: int) -> np.ndarray:
@@ -66,45 +67,62 @@ def perturb_units(
     """Within the block, set O[l, p, i] ← keep[b] · O[l, p, i] + noise at the set's units ``units[l]`` and every
     image position p of each row b: ``keep`` (B,) is 1 for noise rows and 0 for ablated rows; ``noise`` (N,) holds
     the value at each image position of the batch, row by row (row b's P_b values; 0 for ablated rows). Rows of
-    one batch may carry different perturbations and different numbers of image positions."""
-    device, dtype = loaded.device, loaded.model.dtype
-    idx = [torch.as_tensor(u, device=device) for u in units]
+    one batch may carry different perturbations and different numbers of image positions. Everything made here
+    sits on the device of the tensor it edits (a model sharded over devices edits each layer where it runs)."""
+    idx = [torch.as_tensor(u) for u in units]
     mask = loaded.image_positions(input_ids)
-    keep = keep.to(device=device, dtype=dtype)[mask.nonzero(as_tuple=True)[0]][:, None]  # (N, 1)
-    noise = noise.to(device=device, dtype=dtype)[:, None]  # (N, 1)
+    keep = keep[mask.nonzero(as_tuple=True)[0].cpu()][:, None]  # (N, 1)
+    noise = noise[:, None]  # (N, 1)
 
     def edit(layer: int, out: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> None:
-        if len(idx[layer]):  # (N, n) elements: the set's units at the image positions only
-            at = (rows[:, None], cols[:, None], idx[layer])
-            out[at] = out[at] * keep + noise
+        if len(idx[layer]):  # (N, n) elements: the set's units at the image positions only, on O's own device
+            at = (rows[:, None], cols[:, None], idx[layer].to(out.device))
+            out[at] = out[at] * keep.to(out.device, out.dtype) + noise.to(out.device, out.dtype)
 
     with edit_image_activations(loaded.act_fns, mask, edit):
         yield
 
 
 @contextmanager
-def patch_units(
-    loaded: LoadedModel, input_ids: torch.Tensor, units: Sequence[np.ndarray], values: Sequence[torch.Tensor]
+def patch_rows(
+    loaded: LoadedModel,
+    input_ids: torch.Tensor,
+    units: Sequence[np.ndarray],
+    chosen: Sequence[torch.Tensor],
+    values: Sequence[torch.Tensor],
 ) -> Iterator[None]:
-    """Within the block, set O[l, p, i] ← values[l][p, j] for the set's units ``units[l]`` (i = units[l][j]) at every
-    image position p of every row: ``values[l]`` is (P, n_l), a source image's own activations there (activation
-    patching); every row must have that image's P image tokens."""
-    device, dtype = loaded.device, loaded.model.dtype
-    idx = [torch.as_tensor(u, device=device) for u in units]
+    """Within the block, set O[l, p, units[l][j]] ← values[l][p, j] at every image position p of each row b where
+    ``chosen[l][b, j]``; the other units keep their own values (activation patching, a set per row).
+
+    ``units[l]`` (n_l,) are the units any row patches in layer l; ``chosen[l]`` (B, n_l) bool says which each row
+    patches; ``values[l]`` (P, n_l) holds a source image's own O' there. Every row must have that image's P image
+    tokens (an inpainted image keeps its original's size). Everything made here sits on the device of the tensor
+    it edits."""
     mask = loaded.image_positions(input_ids)
     counts = set(mask.sum(dim=1).tolist())
     p = next((int(v.shape[0]) for v in values if v.numel()), None)
     if p is not None and counts != {p}:
         raise ModelError(f"{loaded.path}: patching needs {p} image tokens in every row, the batch has {sorted(counts)}")
-    rows = int(mask.shape[0])
-    tiled = [v.to(device=device, dtype=dtype).repeat(rows, 1) for v in values]  # (N, n_l), row by row
 
     def edit(layer: int, out: torch.Tensor, r: torch.Tensor, c: torch.Tensor) -> None:
-        if len(idx[layer]):
-            out[(r[:, None], c[:, None], idx[layer])] = tiled[layer]
+        if not len(units[layer]):
+            return
+        idx = torch.as_tensor(units[layer], device=out.device)
+        at = (r[:, None], c[:, None], idx)
+        source = values[layer].to(device=out.device, dtype=out.dtype).repeat(out.shape[0], 1)  # (N, n_l)
+        out[at] = torch.where(chosen[layer].to(out.device)[r], source, out[at])
 
     with edit_image_activations(loaded.act_fns, mask, edit):
         yield
+
+
+def patch_units(
+    loaded: LoadedModel, input_ids: torch.Tensor, units: Sequence[np.ndarray], values: Sequence[torch.Tensor]
+) -> AbstractContextManager:
+    """``patch_rows`` with every row patching every unit of ``units``: O[l, p, units[l][j]] ← values[l][p, j]."""
+    rows = int(input_ids.shape[0])
+    chosen = [torch.ones((rows, len(u)), dtype=torch.bool) for u in units]
+    return patch_rows(loaded, input_ids, units, chosen, values)
 
 
 def perturbed_batch(
@@ -114,11 +132,13 @@ def perturbed_batch(
     rows: Sequence[tuple[Perturbation, int]],
     reference_scale: float = 1.0,
     max_new_tokens: int = 32,
-    generate: Callable[..., list[str]] = generate_batch,
-) -> list[str]:
-    """Greedy captions of one batch of rows (perturbation, image index) with the set ``units`` perturbed; ``parts``
-    are the images' own processor outputs (kneurons.generation.image_inputs), noise levels in units of
-    ``reference_scale``. ``generate`` runs the collated batch (kneurons.generation.generate_batch)."""
+    continuations: Sequence[Continuation] | None = None,
+    generate: Callable[..., tuple[list[str], list[float | None]]] = generate_scored_batch,
+) -> list[Scored]:
+    """Greedy captions of one batch of rows (perturbation, image index) with the set ``units`` perturbed, each with
+    the log p of its image's continuation (``continuations[i]`` of image i, None: no score); ``parts`` are the
+    images' own processor outputs (kneurons.generation.image_inputs), noise levels in units of
+    ``reference_scale``. ``generate`` runs the collated batch (kneurons.generation.generate_scored_batch)."""
     inputs = collate(loaded, [parts[i] for _, i in rows])
     counts = loaded.image_positions(inputs["input_ids"]).sum(dim=1).tolist()
     noise = [
@@ -126,12 +146,14 @@ def perturbed_batch(
         for (pert, _), p in zip(rows, counts, strict=True)
     ]
     keep = torch.tensor([float(pert.kind == NOISE) for pert, _ in rows])
-    return generate(
+    captions, logps = generate(
         loaded,
         inputs,
         max_new_tokens,
         context=lambda ids: perturb_units(loaded, ids, units, keep, torch.from_numpy(np.concatenate(noise))),
+        continuations=[continuations[i] for _, i in rows] if continuations else None,
     )
+    return list(zip(captions, logps, strict=True))
 
 
 def perturbed_captions(
@@ -143,10 +165,11 @@ def perturbed_captions(
     reference_scale: float = 1.0,
     max_new_tokens: int = 32,
     batch_size: int | str = 64,
-) -> list[str]:
-    """Greedy captions of each row (perturbation, image index) with the set ``units`` perturbed, ``batch_size``
-    rows per batch (halved on CUDA out-of-memory; "auto" starts large). Noise levels are in units of
-    ``reference_scale``.
+    continuations: Sequence[Continuation] | None = None,
+) -> list[Scored]:
+    """Greedy captions of each row (perturbation, image index) with the set ``units`` perturbed, each with the
+    log p of its image's continuation (``continuations``, one per image; None: no score), ``batch_size`` rows per
+    batch (halved on CUDA out-of-memory; "auto" starts large). Noise levels are in units of ``reference_scale``.
 
     Each image is processed once; each batch collates the processor outputs of its rows' images.
     """
@@ -154,5 +177,5 @@ def perturbed_captions(
     return adaptive_batches(
         len(rows),
         batch_size,
-        lambda sl: perturbed_batch(loaded, parts, units, rows[sl], reference_scale, max_new_tokens),
+        lambda sl: perturbed_batch(loaded, parts, units, rows[sl], reference_scale, max_new_tokens, continuations),
     )

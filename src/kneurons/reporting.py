@@ -24,7 +24,7 @@ from kneurons.figures import (
 )
 from kneurons.h5io import read_dump
 from kneurons.io import read_tsv_rows, write_text, write_tsv_rows
-from kneurons.metrics import ALL, CONTROL, NONE, level_name, level_order, markdown_table, table_order
+from kneurons.metrics import ALL, CONTROL, NONE, RESTORE, level_name, level_order, markdown_table, table_order
 from kneurons.samples import Candidate, read_tsv
 from kneurons.selection import no_sample_note, records_by_id, sample_images, selected
 from kneurons.tables import read_perturbations
@@ -103,7 +103,8 @@ def heatmaps_stage(
 
 
 def _point(row: dict, level: float | str) -> DosePoint:
-    return DosePoint(level, *(tuple(float(row[f"{m}{s}"]) for s in ("", "_lo", "_hi")) for m in ("S_re", "S_se")))
+    scores = ("S_re", "S_se", "dlogp_other", "dlogp_own")
+    return DosePoint(level, {m: tuple(float(row[f"{m}{s}"] or "nan") for s in ("", "_lo", "_hi")) for m in scores})
 
 
 def _level(text: str) -> float | str:
@@ -113,28 +114,33 @@ def _level(text: str) -> float | str:
         return text
 
 
-def specificity_statement(rows: Sequence[dict]) -> str:
-    """Which method is more specific at each perturbation, from Table II's rows over all knowledge: the methods
-    ranked by dS_mean (margin over their own control), where one's 95 % interval lies above all the others', and
-    which methods suppress k beyond their control (dS_se interval above 0)."""
+def specificity_statement(rows: Sequence[dict], pairs: Sequence[dict]) -> str:
+    """What the intervals say at each perturbation, from Table II's rows and the pairwise table's rows over all
+    knowledge: each pairwise comparison's S_mean difference (paired by sample) with its verdict ("more specific"
+    or "not separable"), which methods suppress k beyond their control (dS_se interval above 0), and each
+    method's dS_mean (margin over its own control)."""
     by_level: dict[float | str, list[tuple[str, dict[str, tuple[float, float, float]]]]] = defaultdict(list)
     for r in rows:
         has_margin = r["dS_mean"] != "" and not math.isnan(float(r["dS_mean"]))
         if r["knowledge"] == ALL and r["level"] != ALL and has_margin:
             margins = {m: tuple(float(r[f"{m}{s}"]) for s in ("", "_lo", "_hi")) for m in ("dS_se", "dS_mean")}
             by_level[_level(r["level"])].append((r["method"], margins))
-    parts, ahead, beyond = [], [], []
+    compared: dict[float | str, list[str]] = defaultdict(list)
+    for p in pairs:
+        if p["knowledge"] == ALL and p["level"] not in (ALL, RESTORE) and p["S_mean"] not in ("", "nan"):
+            cell = f"{float(p['S_mean']):+.3f} [{float(p['S_mean_lo']):+.3f}, {float(p['S_mean_hi']):+.3f}]"
+            compared[_level(p["level"])].append(f"{p['comparison']} {cell} {p['verdict']}")
+    parts, beyond = [], []
     for level in sorted(by_level, key=level_order):
         ranked = sorted(by_level[level], key=lambda mv: -mv[1]["dS_mean"][0])
         name = level_name(level)
         parts.append(f"{name}: " + " > ".join(f"{m} {v['dS_mean'][0]:+.3f}" for m, v in ranked))
-        if len(ranked) > 1 and ranked[0][1]["dS_mean"][1] > max(v["dS_mean"][2] for _, v in ranked[1:]):
-            ahead.append(f"{ranked[0][0]} at {name}")
         beyond += [f"{m} at {name}" for m, v in ranked if v["dS_se"][1] > 0]
+    paired = [f"{level_name(level)}: " + ", ".join(compared[level]) for level in sorted(compared, key=level_order)]
     return " ".join(
         [
-            "More specific than every other method (dS_mean interval above all others'): "
-            + ("; ".join(ahead) if ahead else "none at any perturbation")
+            "Pairwise S_mean differences (paired by sample; results/tables/pairwise.md) and what their intervals say: "
+            + ("; ".join(paired) if paired else "no comparison")
             + ".",
             "Suppressing k beyond its own control (dS_se interval above 0): "
             + ("; ".join(beyond) if beyond else "none")
@@ -144,10 +150,11 @@ def specificity_statement(rows: Sequence[dict]) -> str:
     )
 
 
-def dose_response_stage(table2_csv: str, out_png: str, out_md: str) -> None:
-    """Rule dose_response: S_re against S_se of every method and its control through the noise levels and under
-    zero-ablation (from Table II's rows over all knowledge), with the specificity statement as its caption (also
-    written to ``out_md`` for the report)."""
+def dose_response_stage(table2_csv: str, pairwise_csv: str, out_png: str, out_md: str) -> None:
+    """Rule dose_response: S_re against S_se, and dlogp_other against dlogp_own, of every method and its control
+    through the noise levels and under zero-ablation (from Table II's rows over all knowledge), with the
+    specificity statement (Table II and the pairwise table) as its caption (also written to ``out_md`` for the
+    report)."""
     rows = read_tsv_rows(table2_csv, delimiter=",")
     overall = [r for r in rows if r["knowledge"] == ALL and r["level"] != ALL and r["sets"] != "0"]
     curves: dict[str, list[DosePoint]] = {}
@@ -165,9 +172,9 @@ def dose_response_stage(table2_csv: str, out_png: str, out_md: str) -> None:
         statement = "No neuron set was perturbed: no knowledge target has a sample in D, or every set is empty."
         empty_figure(f"Dose–response: {statement}", out_png)
     else:
-        statement = specificity_statement(rows)
+        statement = specificity_statement(rows, read_tsv_rows(pairwise_csv, delimiter=","))
         plot_dose_response(curves, controls, reference, statement, out_png)
-    write_text(out_md, "Dose–response (S_re against S_se per method and its control)\n\n" + statement + "\n")
+    write_text(out_md, "Dose–response (each method and its control)\n\n" + statement + "\n")
 
 
 def example_level(levels: Sequence[float], level: float | None) -> float:

@@ -3,22 +3,27 @@ function per rule: paths and parameters in, files out. Scripts only unpack ``sna
 
 from __future__ import annotations
 
-import itertools
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from kneurons.captions import mentions
 from kneurons.coco import read_image, read_record
 from kneurons.dumps import TokenLayout, gradcam, image_activations
 from kneurons.dumpstats import activation_record, gradcam_record
 from kneurons.errors import DataError
-from kneurons.generation import generate_captions
+from kneurons.generation import Continuation, Scored, generate_captions, scored_captions
 from kneurons.h5io import write_dump
 from kneurons.io import atomic_path, per_image_files, write_text, write_tsv_rows
+from kneurons.logprob import continuations
 from kneurons.metrics import markdown_table
 from kneurons.models import LoadedModel
-from kneurons.perturb import layer_units, perturbations, perturbed_captions
+from kneurons.perturb import layer_units, perturbed_captions
+from kneurons.protocol import Protocol
+from kneurons.restore import CEILING, FLOOR, ORIGINAL, every_unit, no_unit, restored_captions
 from kneurons.samples import Candidate, read_tsv, write_tsv
 from kneurons.selection import no_sample_note, records_by_id, sample_images, selected
 from kneurons.vocab import decode_neurons
@@ -111,10 +116,12 @@ def gradcam_stage(
 
 
 def _caption_line(
-    caption: str, sample: Candidate, knowledge: str, synonyms: dict[str, list[str]], **fields: object
+    scored: Scored, sample: Candidate, knowledge: str, synonyms: dict[str, list[str]], **fields: object
 ) -> dict:
     """One line of a perturbation file: ``fields`` (method, set, perturbation, level, seed, ...) and the caption of
-    a sample's image with what it mentions: its own object, and k (the set's target)."""
+    a sample's image with what it mentions: its own object, and k (the set's target); ``logp``, the teacher-forced
+    log p of its own object's first token in its clean caption (None: not scored)."""
+    caption, logp = scored
     return (
         {"knowledge": knowledge}
         | fields
@@ -126,16 +133,36 @@ def _caption_line(
             "mentions_target": mentions(caption, knowledge, synonyms.get(knowledge, ())),
             "image_has_target": sample.knowledge == knowledge or knowledge in sample.others.split(","),
             "inpainted_caption": sample.inpainted_caption,
+            "logp": logp,
         }
     )
 
 
-def _sample_pixels(annotations: str, images: str, selected_tsv: str) -> tuple[list[Candidate], list, dict[int, int]]:
-    """D's samples, the pixels of its distinct images (in image-id order) and each image id's index among them."""
-    d = sample_images(selected_tsv)
+@dataclass(frozen=True)
+class Samples:
+    """Samples with their original images and, when the protocol scores log p, each one's continuation (its
+    clean caption, scored at its own object's first token)."""
+
+    rows: list[Candidate]
+    pixels: list[np.ndarray]
+    continuations: list[Continuation] | None
+
+
+def _samples(
+    loaded: LoadedModel,
+    rows: list[Candidate],
+    annotations: str,
+    images: str,
+    prompt: str,
+    synonyms: dict[str, list[str]],
+    protocol: Protocol,
+) -> Samples:
     records = records_by_id(annotations, images)
-    ids = sorted({r.image_id for r in d})
-    return d, [read_record(records[i]) for i in ids], {image_id: j for j, image_id in enumerate(ids)}
+    pixels = [read_record(records[r.image_id]) for r in rows]
+    if not protocol.log_probability:
+        return Samples(rows, pixels, None)
+    captions, names = [r.caption for r in rows], [r.knowledge for r in rows]
+    return Samples(rows, pixels, continuations(loaded, pixels, prompt, captions, names, synonyms))
 
 
 def reference_stage(
@@ -144,21 +171,34 @@ def reference_stage(
     images: str,
     selected_tsv: str,
     prompt: str,
+    protocol: Protocol,
     synonyms: dict[str, list[str]],
     out_jsonl: str,
     **gen,
 ) -> None:
-    """Rule reference_captions: the no-perturbation reference, D's clean captions once per run. One JSON line per
-    (knowledge target k of D, image of D), method "none", level "none": what Table II's S_se and S_re are without
-    any perturbation."""
-    d, pixels, column = _sample_pixels(annotations, images, selected_tsv)
-    captions = generate_captions(loaded, pixels, prompt, **gen)
+    """Rule reference_captions: the no-perturbation reference, D's clean captions (and log p) once per run. One
+    JSON line per (knowledge target k of D, sample of D), method "none", level "none": what Table II's scores
+    are without any perturbation."""
+    d = _samples(loaded, sample_images(selected_tsv), annotations, images, prompt, synonyms, protocol)
+    scored = scored_captions(loaded, d.pixels, prompt, d.continuations, **gen)
     with atomic_path(out_jsonl) as tmp, open(tmp, "w") as out:
-        for k in sorted({r.knowledge for r in d}):
-            for r in d:
+        for k in sorted({r.knowledge for r in d.rows}):
+            for r, sc in zip(d.rows, scored, strict=True):
                 fields = {"method": "none", "set": 0, "set_size": 0, "perturbation": "none", "level": "none"}
-                line = _caption_line(captions[column[r.image_id]], r, k, synonyms, **fields, seed=0)
-                out.write(json.dumps(line) + "\n")
+                out.write(json.dumps(_caption_line(sc, r, k, synonyms, **fields, seed=0)) + "\n")
+
+
+def _set_files(sets_dir: str) -> Iterator[tuple[dict, list[np.ndarray] | None]]:
+    """Each neuron set of a set directory with its units by layer (None for an empty set)."""
+    for path in per_image_files(sets_dir, ".json"):
+        nset = json.loads(path.read_text())
+        yield nset, layer_units(nset["neurons"], len(nset["layer_counts"])) if nset["neurons"] else None
+
+
+def _empty_line(nset: dict) -> str:
+    """The line of a set the thresholds left empty: recorded, nothing to perturb or patch."""
+    empty = {"method": nset["method"], "knowledge": nset["knowledge"], "set": nset["image_id"]}
+    return json.dumps(empty | {"set_size": 0, "empty": True}) + "\n"
 
 
 def perturb_stage(
@@ -169,33 +209,27 @@ def perturb_stage(
     sets_dir: str,
     scale_json: str,
     prompt: str,
-    levels: Sequence[float],
-    seeds: int,
-    ablation: bool,
+    protocol: Protocol,
     synonyms: dict[str, list[str]],
     out_jsonl: str,
     **gen,
 ) -> None:
-    """Rule perturb: for each neuron set of one (method, k), caption every image of D under noise at every
-    (level, seed), levels in units of the reference scale in ``scale_json`` (rule noise_scale), and, if
-    ``ablation``, once with the set zero-ablated. One JSON line per (set, perturbation, image); an empty set gets
-    one line {"set_size": 0, "empty": true} and no captions.
+    """Rule perturb: for each neuron set of one (set kind, k), caption every sample of D under each of the
+    ``protocol``'s perturbations (noise levels in units of the reference scale in ``scale_json``, rule
+    noise_scale; zero-ablation), with the log p of each sample's own object. One JSON line per (set,
+    perturbation, sample); an empty set gets one line {"set_size": 0, "empty": true} and no captions.
     """
-    d, pixels, column = _sample_pixels(annotations, images, selected_tsv)
+    d = _samples(loaded, sample_images(selected_tsv), annotations, images, prompt, synonyms, protocol)
     r = float(json.loads(Path(scale_json).read_text())["reference_scale"])
-    conditions = perturbations(levels, seeds, ablation)
-    rows = [(c, j) for c in conditions for j in range(len(pixels))]
+    conditions = protocol.perturbations()
+    rows = [(c, j) for c in conditions for j in range(len(d.rows))]
     with atomic_path(out_jsonl) as tmp, open(tmp, "w") as out:
-        for path in per_image_files(sets_dir, ".json"):
-            nset = json.loads(path.read_text())
-            if not nset["neurons"]:  # thresholds chose no neuron: recorded, nothing to perturb
-                empty = {"method": nset["method"], "knowledge": nset["knowledge"], "set": nset["image_id"]}
-                out.write(json.dumps(empty | {"set_size": 0, "empty": True}) + "\n")
+        for nset, units in _set_files(sets_dir):
+            if units is None:
+                out.write(_empty_line(nset))
                 continue
-            units = layer_units(nset["neurons"], len(nset["layer_counts"]))
-            captions = perturbed_captions(loaded, pixels, prompt, units, rows, r, **gen)
-            by_row = dict(zip(rows, captions, strict=True))
-            for c, sample in itertools.product(conditions, d):
+            scored = perturbed_captions(loaded, d.pixels, prompt, units, rows, r, continuations=d.continuations, **gen)
+            for (c, j), sc in zip(rows, scored, strict=True):
                 fields = {
                     "method": nset["method"],
                     "set": nset["image_id"],
@@ -205,8 +239,61 @@ def perturb_stage(
                     "noise_sd": c.level * r,
                     "seed": c.seed,
                 }
-                caption = by_row[(c, column[sample.image_id])]
-                out.write(json.dumps(_caption_line(caption, sample, nset["knowledge"], synonyms, **fields)) + "\n")
+                out.write(json.dumps(_caption_line(sc, d.rows[j], nset["knowledge"], synonyms, **fields)) + "\n")
+
+
+def restore_stage(
+    loaded: LoadedModel,
+    annotations: str,
+    images: str,
+    selected_tsv: str,
+    set_dirs: Mapping[str, str],
+    prompt: str,
+    protocol: Protocol,
+    synonyms: dict[str, list[str]],
+    out_jsonls: Mapping[str, str],
+    bounds_jsonl: str,
+    **gen,
+) -> None:
+    """Rule restore: for every sample b of one target k (``selected_tsv``), caption b's inpainted image with each
+    set of every kind in ``set_dirs`` patched to b's original values (kneurons.restore), one JSON line per (set,
+    sample) in ``out_jsonls[kind]``; and, in ``bounds_jsonl``, b's ceiling (every unit patched), floor (nothing
+    patched) and original image (unedited). Each line: the caption, whether it names k, and log p of k's first
+    token in b's clean caption."""
+    d = _samples(loaded, selected(read_tsv(selected_tsv)), annotations, images, prompt, synonyms, protocol)
+    sets = {kind: list(_set_files(path)) for kind, path in set_dirs.items()}
+    patched = [(kind, nset, units) for kind, found in sets.items() for nset, units in found if units is not None]
+    bounds = [(CEILING, every_unit(loaded)), (FLOOR, no_unit(loaded))]
+    lines: dict[str, list[str]] = {"": []}  # "": the bounds
+    lines |= {kind: [_empty_line(n) for n, u in found if u is None] for kind, found in sets.items()}
+    for j, b in enumerate(d.rows):
+        unit_sets = [units for _, _, units in patched] + [units for _, units in bounds]
+        scored, original = restored_captions(
+            loaded,
+            d.pixels[j],
+            read_image(b.inpainted),
+            prompt,
+            unit_sets,
+            d.continuations[j] if d.continuations else None,
+            **gen,
+        )
+        named = [(kind, nset["image_id"], nset["size"]) for kind, nset, _ in patched]
+        every = loaded.n_layers * loaded.d_ff
+        named += [(CEILING, b.image_id, every), (FLOOR, b.image_id, 0), (ORIGINAL, b.image_id, 0)]
+        for (kind, set_id, size), (caption, logp) in zip(named, [*scored, original], strict=True):
+            line = {
+                "knowledge": b.knowledge,
+                "method": kind,
+                "set": set_id,
+                "set_size": size,
+                "image_id": b.image_id,
+                "caption": caption,
+                "mentions_target": mentions(caption, b.knowledge, synonyms.get(b.knowledge, ())),
+                "logp": logp,
+            }
+            lines[kind if kind in sets else ""].append(json.dumps(line) + "\n")
+    for kind, path in [*out_jsonls.items(), ("", bounds_jsonl)]:
+        write_text(path, "".join(lines[kind]))
 
 
 DECODED_COLUMNS = ["method", "knowledge", "set", "rank", "layer", "unit", "score", "tokens"]

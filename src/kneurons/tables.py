@@ -69,6 +69,11 @@ over all knowledge targets (mean over targets of each target's mean over its neu
 "all" the mean over the noise levels, "ablation" the set zero-ablated, "none" no perturbation (the reference).
 X_control is X's random control (X's per-layer counts, random units, perturbed the same way); dS_se, dS_re and
 dS_mean are X minus its control, paired by set: a set specific to its knowledge has dS_se > 0 and dS_re near 0.
+dlogp_own: the change of the teacher-forced log p of k's first token (at the position that predicts it in the image's
+clean caption, GradCAM's) on k's images, from the unperturbed model on the same image; dlogp_other: the same for the
+other images' own objects; ddlogp_own and ddlogp_other are X minus its control. A log p moves before a greedy caption
+flips, so these separate sets that S_se cannot. ours_stage1: |N_k| random units of C^k (stage 1 only).
+Paired comparisons between methods: results/tables/pairwise.md.
 
 """
 

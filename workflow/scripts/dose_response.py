@@ -4,4 +4,4 @@ from kneurons.jobs import start_job
 from kneurons.reporting import dose_response_stage
 
 start_job(snakemake)
-dose_response_stage(snakemake.input[0], snakemake.output.png, snakemake.output.md)
+dose_response_stage(snakemake.input.table2, snakemake.input.pairwise, snakemake.output.png, snakemake.output.md)

@@ -2,10 +2,10 @@
 
 from kneurons.jobs import start_job
 from kneurons.models import load_job_model
+from kneurons.protocol import Protocol
 from kneurons.stages import perturb_stage
 
 start_job(snakemake)
-noise = snakemake.params.noise
 perturb_stage(
     load_job_model(snakemake),
     snakemake.input.annotations,
@@ -14,9 +14,7 @@ perturb_stage(
     snakemake.input.sets,
     snakemake.input.scale,
     snakemake.params.prompt,
-    levels=noise["levels"],
-    seeds=noise["seeds"],
-    ablation=snakemake.params.ablation,
+    Protocol.from_settings(snakemake.params.protocol),
     synonyms=snakemake.params.synonyms,
     out_jsonl=snakemake.output[0],
     **snakemake.params.generation,

@@ -2,6 +2,7 @@
 
 from kneurons.jobs import start_job
 from kneurons.models import load_job_model
+from kneurons.protocol import Protocol
 from kneurons.stages import reference_stage
 
 start_job(snakemake)
@@ -11,6 +12,7 @@ reference_stage(
     snakemake.input.images,
     snakemake.input.selected,
     snakemake.params.prompt,
+    Protocol.from_settings(snakemake.params.protocol),
     synonyms=snakemake.params.synonyms,
     out_jsonl=snakemake.output[0],
     **snakemake.params.generation,

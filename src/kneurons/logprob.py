@@ -1,0 +1,56 @@
+"""Teacher-forced log-probabilities of an object's word in an image's clean caption, read in the prompt pass that
+also starts the caption (kneurons.generation.generate_scored_batch): one pass, not two."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from kneurons.dumps import target_position
+from kneurons.errors import ModelError
+from kneurons.generation import Continuation, image_inputs
+from kneurons.models import LoadedModel
+
+
+def continuation(
+    loaded: LoadedModel,
+    prompt_ids: torch.Tensor,
+    image: np.ndarray,
+    prompt: str,
+    caption: str,
+    name: str,
+    synonyms: Iterable[str] = (),
+) -> Continuation:
+    """The tokens of `` caption`` after the prompt whose processor ids are ``prompt_ids`` (T,), with the index of
+    the first token of the mention of ``name`` in them: log p of that token is read at the position that predicts
+    it, the position GradCAM uses (kneurons.dumps.target_position). ValueError if the caption does not mention
+    ``name``; ModelError if the prompt's tokens change when the caption follows (no shared prompt pass)."""
+    full, j = target_position(loaded, image, prompt, caption, name, synonyms)
+    ids = full["input_ids"][0]
+    n = int(prompt_ids.shape[0])
+    if j < n or not torch.equal(ids[:n].cpu(), prompt_ids.cpu()):
+        raise ModelError(
+            f"{loaded.path}: the prompt {prompt!r} is tokenized differently when the caption {caption!r} follows; "
+            "its log-probability cannot ride in the prompt pass"
+        )
+    return Continuation(ids=ids[n:].cpu(), index=j - n)
+
+
+def continuations(
+    loaded: LoadedModel,
+    images: Sequence[np.ndarray],
+    prompt: str,
+    captions: Sequence[str],
+    names: Sequence[str],
+    synonyms: Mapping[str, Sequence[str]],
+) -> list[Continuation]:
+    """The continuation of each image: its clean caption ``captions[i]``, scored at the first token of the mention
+    of its own object ``names[i]`` (``synonyms`` by name)."""
+    return [
+        continuation(loaded, part["input_ids"][0], image, prompt, caption, name, synonyms.get(name, ()))
+        for part, image, caption, name in zip(
+            image_inputs(loaded, images, prompt), images, captions, names, strict=True
+        )
+    ]
