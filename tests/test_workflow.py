@@ -19,7 +19,8 @@ import yaml
 
 from kneurons.coco import load_coco
 from kneurons.io import read_tsv_rows
-from kneurons.neuronsets import METHODS, SET_KINDS
+from kneurons.metrics import PAIRS
+from kneurons.neuronsets import METHODS, SET_KINDS, SHADOWED
 from tests.helpers import REPO, TEST_CONFIG, assert_same_outputs, job_counts, snakemake, stop_point_env
 
 
@@ -98,13 +99,69 @@ def test_table2_covers_every_method_knowledge_and_level(run_dir, samples):
         for m in ("S_se", "S_re", "S_mean", "S_hal"):
             assert 0.0 <= float(r[m]) <= 1.0
             assert float(r[f"{m}_lo"]) <= float(r[m]) + 1e-9 <= float(r[f"{m}_hi"]) + 2e-9
-        has_control = r["method"] in METHODS
-        assert all(math.isnan(float(r[f"dS_{m}"])) != has_control for m in ("se", "re", "mean")), r
+        for m in ("dlogp_own", "dlogp_other"):  # log p changes: 0 for the reference, finite for every set
+            assert float(r[m]) == 0.0 if r["method"] == "none" else math.isfinite(float(r[m])), r
+            assert float(r[f"{m}_lo"]) <= float(r[m]) + 1e-9 <= float(r[f"{m}_hi"]) + 2e-9
+        has_control = r["method"] in SHADOWED
+        margins = ("dS_se", "dS_re", "dS_mean", "ddlogp_own", "ddlogp_other")
+        assert all(math.isnan(float(r[m])) != has_control for m in margins), r
+    ablated = {r["method"]: float(r["dlogp_own"]) for r in rows if r["knowledge"] == "all" and r["level"] == "ablation"}
+    assert ablated["ours"] < 0 and ablated["schwettmann"] < 0  # ablating a set lowers log p(k) on k's images
     md = (run_dir / "results/tables/table2.md").read_text()
-    assert "| level | method | sets | S_se | S_re | S_mean | S_hal | dS_se | dS_re | dS_mean |" in md
+    assert (
+        "| level | method | sets | S_se | S_re | S_mean | S_hal | dlogp_own | dlogp_other | dS_se | dS_re | dS_mean "
+        "| ddlogp_own | ddlogp_other |"
+    ) in md
     assert "| none | none |" in md and "| ablation | ours |" in md
     scale = json.loads((run_dir / "results/perturb/noise_scale.json").read_text())
     assert scale["scale"] == "calibrated" and 0 < scale["reference_scale"] < 10
+
+
+def test_restoration_covers_every_set_kind_beside_the_ceiling_and_the_floor(run_dir, samples):
+    """Every set of k patched into every sample of k: one line per (set, sample) per kind; the bounds hold each
+    sample's ceiling, floor and original; the floor is the inpainted caption (0 by selection) and the original
+    names k (1 by selection); the table has every kind with its interval and each method's margin."""
+    selected = [r for r in samples if r["status"] == "selected"]
+    for k in sorted({r["knowledge"] for r in selected}):
+        mine = {int(r["image_id"]): r for r in selected if r["knowledge"] == k}
+        slug = k.replace(" ", "_")
+        for kind in SET_KINDS:
+            lines = [json.loads(ln) for ln in (run_dir / f"results/perturb/restore/{kind}/{slug}.jsonl").open()]
+            sets = {int(p.stem) for p in (run_dir / f"results/neurons/{kind}/{slug}").glob("*.json")}
+            assert {(ln["set"], ln["image_id"]) for ln in lines} == {(s, i) for s in sets for i in mine}, kind
+            assert all(math.isfinite(ln["logp"]) for ln in lines)
+        bounds = [json.loads(ln) for ln in (run_dir / f"results/perturb/restore/bounds/{slug}.jsonl").open()]
+        by = {(b["method"], b["image_id"]): b for b in bounds}
+        assert set(by) == {(m, i) for m in ("ceiling", "floor", "original") for i in mine}
+        for i, row in mine.items():
+            assert by[("floor", i)]["caption"] == row["inpainted_caption"] and not by[("floor", i)]["mentions_target"]
+            assert by[("original", i)]["caption"] == row["caption"] and by[("original", i)]["mentions_target"]
+            assert by[("original", i)]["logp"] > by[("floor", i)]["logp"]  # k's word: likelier with k in the image
+    rows = read_tsv_rows(run_dir / "results/tables/restoration.csv", delimiter=",")
+    overall = {r["method"]: r for r in rows if r["knowledge"] == "all"}
+    assert set(overall) == {*SET_KINDS, "ceiling", "floor", "original"}
+    assert float(overall["floor"]["S_rest"]) == 0.0 and float(overall["floor"]["gap_closed"]) == 0.0
+    assert float(overall["original"]["S_rest"]) == 1.0 and float(overall["original"]["gap_closed"]) == 1.0
+    for m in SHADOWED:
+        assert math.isfinite(float(overall[m]["dS_rest"])) and math.isfinite(float(overall[m]["dgap_closed"]))
+    assert "| ours_stage1 |" in (run_dir / "results/tables/restoration.md").read_text()
+    assert (run_dir / "results/figures/restoration.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_pairwise_compares_the_methods_at_every_level(run_dir):
+    rows = read_tsv_rows(run_dir / "results/tables/pairwise.csv", delimiter=",")
+    levels = {str(float(v)) for v in yaml.safe_load(TEST_CONFIG.read_text())["noise"]["levels"]}
+    overall = {(r["comparison"], r["level"]): r for r in rows if r["knowledge"] == "all"}
+    for a, b in PAIRS:
+        for level in [*levels, "all", "ablation"]:
+            r = overall[(f"{a} − {b}", level)]
+            assert float(r["S_mean_lo"]) <= float(r["S_mean"]) + 1e-9 <= float(r["S_mean_hi"]) + 2e-9
+            assert r["verdict"] in (f"{a} more specific", f"{b} more specific", "not separable")
+        assert math.isfinite(float(overall[(f"{a} − {b}", "restore")]["S_rest"]))
+    md = (run_dir / "results/tables/pairwise.md").read_text()
+    assert "| ablation | ours − schwettmann |" in md and "| restore | ours − ours_stage1 |" in md
+    statement = (run_dir / "results/tables/dose_response.md").read_text()
+    assert "ours − schwettmann" in statement and ("more specific" in statement or "not separable" in statement)
 
 
 def test_table3_scores_every_method(run_dir):
@@ -166,15 +223,19 @@ def test_threshold_change_reruns_only_that_target(run_dir, samples, tmp_path):
     assert job_counts(proc.stdout + proc.stderr) == {
         "neurons_ours": 1,
         "neurons_baseline": 2,
-        "neurons_control": 3,
+        "neurons_stage1": 1,
+        "neurons_control": 4,
         "neuron_summary": 1,
         "layer_distribution": 1,
         "decoded_neurons": 1,
         "heatmaps": 1,
-        "perturb": 6,
+        "perturb": 8,
+        "restore": 1,
         "examples": 1,
         "table2": 1,
         "table3": 1,
+        "restoration": 1,
+        "pairwise": 1,
         "dose_response": 1,
         "all": 1,
     }

@@ -36,9 +36,9 @@ def per_set_scores(lines: Iterable[dict]) -> dict[tuple, dict[str, float]]:
 
     S_se = 1 − share of k's images whose caption still mentions k; S_re = share of the other images whose caption
     still mentions their own object; S_hal = share of the images without k whose caption mentions k
-    (hallucinated target); S_mean = (S_se + S_re) / 2. dlogp_own and dlogp_other: the mean change of the teacher-forced log p of the image's
-    own object (line ``logp``) from the no-perturbation reference's (method "none") on the same image, over k's
-    images and over the others' (nan where the lines carry no log p).
+    (hallucinated target); S_mean = (S_se + S_re) / 2. dlogp_own and dlogp_other: the mean change of the
+    teacher-forced log p of the image's own object (line ``logp``) from the no-perturbation reference's (method
+    "none") on the same image, over k's images and over the others' (nan where the lines carry no log p).
     """
     lines = list(lines)
     scored = [ln for ln in lines if ln.get("logp") is not None]
