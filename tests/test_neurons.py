@@ -115,3 +115,26 @@ def test_an_automatic_gradcam_threshold_is_floored_at_zero():
     # an absolute threshold is the user's own choice: used as given, negative or not
     _, given, _, t_g, _ = two_stage(v_max, g_max, {"activation": 0.5, "gradcam": -2.5}, False)
     assert t_g == -2.5 and given[0].tolist() == [False, True, True, True]
+
+
+def test_the_stage1_control_draws_n_k_units_from_the_candidates_only():
+    """|N_k| units of C^k (recomputed from max_p V with ours' activation threshold), drawn by a seed of knowledge
+    and image: every unit a candidate, as many as N_k, the same on a second draw, another draw for another image;
+    a dump that disagrees with the recorded candidate count is an error."""
+    from kneurons.neuronsets import ours_set, stage1_set
+
+    rng = np.random.default_rng(3)
+    v_max = rng.uniform(0, 1, (3, 40))
+    v_max[1, :10] += 5.0  # layer 1's first ten units: the only candidates
+    g_max = rng.uniform(-1, 1, (3, 40))
+    ours = ours_set(v_max, g_max, {"activation": 3.0, "gradcam": "q0.5"}, False, "bear", 7)
+    assert ours["candidates"] == 10 and 0 < ours["size"] < 10
+    got = stage1_set(ours, v_max)
+    units = {(layer, unit) for layer, unit, _ in got["neurons"]}
+    assert len(units) == got["size"] == ours["size"]
+    assert units <= {(1, u) for u in range(10)}
+    assert got == stage1_set(ours, v_max)
+    draws = {frozenset((n[0], n[1]) for n in stage1_set(ours | {"image_id": i}, v_max)["neurons"]) for i in range(8)}
+    assert len(draws) > 1  # seeded by the image: not one fixed draw
+    with pytest.raises(ValueError, match="candidates from the activation dump"):
+        stage1_set(ours | {"candidates": 11}, v_max)
