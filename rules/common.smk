@@ -43,7 +43,8 @@ MODEL = config["model"]["path"]
 # The perturbation settings of rules reference_captions, perturb and restore, built once from the config.
 PROTOCOL = Protocol.from_config(config).settings()
 # The rules that load the model ask the scheduler for one GPU when the model runs on CUDA (SLURM: --gpus=1).
-GPUS = 1 if str(config["model"].get("device", "cpu")).startswith("cuda") else 0
+ON_CUDA = str(config["model"].get("device", "cpu")).startswith("cuda")
+GPUS = config["model"].get("gpus", 1) if ON_CUDA else 0
 
 if workflow.is_main_process:
     # Before any job: every missing input path (one line each), then dumps left truncated (recomputed).

@@ -59,4 +59,5 @@ def run_dir(tmp_path_factory) -> Path:
     workdir = tmp_path_factory.mktemp("run")
     proc = snakemake(workdir, "--cores", "2")
     assert proc.returncode == 0, proc.stderr[-3000:]
+    (workdir / "console.txt").write_text(proc.stdout + proc.stderr)  # what the user saw
     return workdir

@@ -127,3 +127,58 @@ def test_an_unknown_family_is_refused_with_the_supported_ones(tiny_model_dir, tm
     (broken / "config.json").write_text(json.dumps(config | {"model_type": "fuyu"}))
     with pytest.raises(ModelError, match=r"model_type 'fuyu' has no kneurons adapter \(supported: llava, llava_next, "):
         load_model(broken)
+
+
+def test_a_device_map_loads_through_accelerate_and_changes_no_result(tiny_model_dir, tiny_split, tmp_path):
+    """model.device_map: the model placed by accelerate (hf_device_map set, never moved by .to) gives the same
+    captions, log-probabilities, perturbed and patched captions and GradCAM as a plain load (a CPU run of the
+    sharded code path: each hook edits its tensor on that tensor's own device)."""
+    from kneurons.dumps import gradcam
+    from kneurons.logprob import continuations
+    from kneurons.perturb import Perturbation, layer_units, perturbed_captions
+    from kneurons.restore import restored_captions
+    from kneurons.vocab import decode_neurons
+
+    plain = load_model(tiny_model_dir)
+    layers = {m: n for n, m in plain.model.named_modules()}[plain.model.get_decoder().layers]
+    last = f"{layers}.{plain.n_layers - 1}"  # offloaded: accelerate's hooks bring its weights in for each pass
+    device_map: dict[str, str] = {}
+
+    def place(module: torch.nn.Module, prefix: str) -> None:  # every module on cpu, the last decoder layer on disk
+        for name, child in module.named_children():
+            full = prefix + name
+            if full == layers:
+                device_map.update(
+                    {f"{full}.{i}": "disk" if f"{full}.{i}" == last else "cpu" for i in range(len(child))}
+                )
+            elif layers.startswith(full + "."):
+                place(child, full + ".")
+            else:
+                device_map[full] = "cpu"
+
+    place(plain.model, "")
+    mapped = load_model(tiny_model_dir, device_map=device_map, offload_folder=str(tmp_path / "offload"))
+    assert mapped.model.hf_device_map[last] == "disk" and not hasattr(plain.model, "hf_device_map")
+    assert any(hasattr(m, "_hf_hook") for m in mapped.model.modules())  # dispatched: the sharded code path
+    records = [r for r in image_records(load_coco(tiny_split[0]), tiny_split[1]) if r.annotations][:3]
+    images = [read_image(r.path) for r in records]
+    names = [r.annotations[0].category for r in records]
+    captions = [f"a {n} ." for n in names]
+    units = layer_units([[0, 1], [0, 5], [1, 3]], plain.n_layers)
+    rows = [(Perturbation("noise", 3.0, 1), 0), (Perturbation("ablation"), 1), (Perturbation("noise", 0.0, 0), 2)]
+    results = []
+    for loaded in (plain, mapped):
+        conts = continuations(loaded, images, PROMPT, captions, names, {})
+        results.append(
+            (
+                perturbed_captions(loaded, images, PROMPT, units, rows, 0.5, max_new_tokens=8, continuations=conts),
+                restored_captions(loaded, images[0], images[1], PROMPT, [units], conts[0], 8),
+                gradcam(loaded, images[0], PROMPT, captions[0], names[0]).gradcam,
+                decode_neurons(loaded, [(0, 1), (plain.n_layers - 1, 3)], 5),  # reads the offloaded layer's W_down
+            )
+        )
+    (p1, r1, g1, d1), (p2, r2, g2, d2) = results
+    assert d1 == d2
+    assert [c for c, _ in p1] == [c for c, _ in p2] and [c for c, _ in r1[0]] == [c for c, _ in r2[0]]
+    np.testing.assert_allclose([lp for _, lp in p1], [lp for _, lp in p2], atol=1e-5)
+    np.testing.assert_allclose(g1, g2, atol=1e-6)

@@ -44,6 +44,13 @@ def test_captioner_trained_and_evaluated(run_dir):
     assert len(load_coco(run_dir / "results/synth/annotations/instances_val.json").getImgIds()) == 40
 
 
+def test_training_shows_its_progress_on_the_console(run_dir):
+    steps = yaml.safe_load(TEST_CONFIG.read_text())["captioner"]["steps"]
+    shown = [ln for ln in (run_dir / "console.txt").read_text().splitlines() if "training the captioner: step" in ln]
+    assert shown[0].startswith("kneurons: training the captioner: step 1/") and f"step {steps}/{steps}," in shown[-1]
+    assert len(shown) == len(range(0, steps, 50)) + 1 and all(" s left" in ln for ln in shown)
+
+
 def test_sample_table_explains_every_candidate(samples):
     assert {r["knowledge"] for r in samples} == {"bear", "pizza"}
     assert any(r["status"] == "selected" for r in samples), "no sample passed the constraints"
@@ -298,7 +305,7 @@ def test_sigkill_at_three_points_then_resume_reruns_only_unfinished_jobs_and_giv
     work.mkdir()
     stopped = work / "stopped"  # written by the job tests/stop_point stops (its temporary, then its output)
     kill_points = [
-        (lambda: _exists(work, "results/logs/train_captioner.log", "step    50"), ""),  # training under way
+        (lambda: _exists(work, "results/logs/train_captioner.log", "step 51/"), ""),  # training under way
         (stopped.exists, "activations"),  # a dump job inside its write: one HDF5 file of its temporary renamed
         (stopped.exists, "perturb"),  # a perturbation job with its whole temporary written, before the rename
     ]

@@ -12,7 +12,7 @@ from kneurons.captions import mention_span
 from kneurons.errors import ModelError
 from kneurons.generation import collate, image_inputs
 from kneurons.hooks import capture_image_activations
-from kneurons.models import LoadedModel
+from kneurons.models import LoadedModel, weight_of
 
 
 @dataclass(frozen=True)
@@ -101,14 +101,15 @@ def target_position(
 
 def unit_logits(loaded: LoadedModel, token_id: int) -> np.ndarray:
     """D[:, c] = W_down_l^T W_U[c] for every layer: (L, d_ff), unit i's direct effect on token c's logit."""
-    w_u = loaded.model.get_output_embeddings().weight[token_id].float()
+    w_u = weight_of(loaded.model.get_output_embeddings())[token_id].float()
     rows = []
     for layer in loaded.model.get_decoder().layers:
         down = getattr(layer.mlp, "down_proj", None)
         if down is None:
             raise ModelError(f"{loaded.path}: decoder MLP has no `down_proj`; Pan's score needs the FFN output weight")
-        rows.append(down.weight.float().T @ w_u)
-    return torch.stack(rows).detach().cpu().numpy()
+        weight = weight_of(down).float()  # on its layer's device (a sharded model's layers differ)
+        rows.append((weight.T @ w_u.to(weight.device)).cpu())
+    return torch.stack(rows).detach().numpy()
 
 
 def gradcam(

@@ -109,7 +109,7 @@ def _stop_ids(loaded: LoadedModel) -> torch.Tensor:
         eos = loaded.processor.tokenizer.eos_token_id
     if eos is None:
         raise ModelError(f"{loaded.path}: no eos_token_id in the generation config or the tokenizer")
-    return torch.as_tensor(eos if isinstance(eos, list) else [eos], device=loaded.device)
+    return torch.as_tensor(eos if isinstance(eos, list) else [eos], device=loaded.device)  # where the ids are
 
 
 @dataclass(frozen=True)
@@ -173,7 +173,7 @@ def generate_scored_batch(
     if continuations:
         logits = out.logits.float()
         for b, c in enumerate(continuations):
-            logps[b] = float(torch.log_softmax(logits[b, c.index], dim=-1)[c.ids[c.index]])
+            logps[b] = float(torch.log_softmax(logits[b, c.index], dim=-1)[int(c.ids[c.index])])
         out.cache.crop(n_prompt - full["input_ids"].shape[1])  # remove the continuations' positions
     cache, stop = out.cache, _stop_ids(loaded)
     alive = torch.arange(ids.shape[0], device=ids.device)
@@ -181,7 +181,7 @@ def generate_scored_batch(
     position = prompt_positions.reshape(-1, *ids.shape).amax(dim=(0, 2))  # each row's last position (padding holds 0)
     tokens = torch.zeros((ids.shape[0], max_new_tokens), dtype=torch.long, device=ids.device)
     lengths = [max_new_tokens] * ids.shape[0]  # new tokens before the end token
-    step_token = out.logits[:, 0].argmax(-1)
+    step_token = out.logits[:, 0].argmax(-1).to(ids.device)  # logits sit on the last layer's device
     for step in range(max_new_tokens):
         tokens[alive, step] = step_token
         going = ~torch.isin(step_token, stop)
@@ -202,7 +202,7 @@ def generate_scored_batch(
             cache=cache,
             use_cache=True,
         )
-        step_token = out.logits[:, -1].argmax(-1)
+        step_token = out.logits[:, -1].argmax(-1).to(ids.device)
     kept = [row[:n] for row, n in zip(tokens.tolist(), lengths, strict=True)]
     return [c.strip() for c in loaded.processor.batch_decode(kept, skip_special_tokens=True)], logps
 

@@ -109,6 +109,17 @@ class LoadedModel:
         return grid_regions(*self.grid, (0, 0, size[1], size[0]))
 
 
+def weight_of(module: nn.Module) -> torch.Tensor:
+    """``module.weight`` where it lives; a weight accelerate offloaded (on the meta device outside a forward pass,
+    model.device_map with "disk" or "cpu" offload) is read in and copied."""
+    if module.weight.device.type != "meta":
+        return module.weight
+    from accelerate.utils import align_module_device
+
+    with align_module_device(module):
+        return module.weight.detach().clone()
+
+
 def decoder_act_fns(model: PreTrainedModel) -> list[nn.Module]:
     """Each decoder layer's ``mlp.act_fn`` module, in layer order; ModelError if a layer has none."""
     decoder = model.get_decoder()
@@ -133,9 +144,13 @@ def load_model(
     device: str = "cpu",
     dtype: str = "float32",
     grid: tuple[int, int] | None = None,
+    device_map: str | dict | None = None,
+    offload_folder: str | None = None,
 ) -> LoadedModel:
     """Load model and processor from a local directory (never from a hub), in eval mode without parameter grads,
-    with the adapter of its family (config.json's ``model_type``).
+    with the adapter of its family (config.json's ``model_type``), on ``device``, or spread by accelerate over the
+    devices of ``device_map`` (e.g. "auto": a model larger than one GPU; inputs then go to its first device),
+    weights mapped to "disk" kept in ``offload_folder``.
 
     Raises ModelError (one line naming the directory or module) for a missing or incomplete directory, a family
     without an adapter or refused (Q-Former), or a decoder without per-layer ``mlp.act_fn`` modules.
@@ -146,9 +161,12 @@ def load_model(
     family = family_for(model_type, f"{path}/config.json")
     if "image_token_index" not in config and "image_token_id" not in config:
         raise ModelError(f"{path}: config.json has no image_token_id; image features must enter as token positions")
-    model = family.model_class().from_pretrained(path, local_files_only=True, dtype=getattr(torch, dtype))
+    kwargs = {"device_map": device_map, "offload_folder": offload_folder} if device_map is not None else {}
+    model = family.model_class().from_pretrained(path, local_files_only=True, dtype=getattr(torch, dtype), **kwargs)
     processor = family.load_processor(path, model_type)
-    model.to(device).eval().requires_grad_(False)  # inference only: GradCAM needs activation gradients alone
+    if device_map is None:
+        model.to(device)
+    model.eval().requires_grad_(False)  # inference only: GradCAM needs activation gradients alone
     return LoadedModel(
         model=model,
         processor=processor,
@@ -169,4 +187,6 @@ def load_job_model(job: Any) -> LoadedModel:
         device=opts.get("device", "cpu"),
         dtype=opts.get("dtype", "float32"),
         grid=tuple(grid) if grid else None,
+        device_map=opts.get("device_map"),
+        offload_folder=opts.get("offload_folder"),
     )

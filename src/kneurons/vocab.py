@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from kneurons.errors import ModelError
-from kneurons.models import LoadedModel
+from kneurons.models import LoadedModel, weight_of
 
 
 def down_projections(loaded: LoadedModel) -> list[torch.Tensor]:
@@ -18,7 +18,7 @@ def down_projections(loaded: LoadedModel) -> list[torch.Tensor]:
         proj = getattr(getattr(layer, "mlp", None), "down_proj", None)
         if not isinstance(proj, nn.Linear):
             raise ModelError(f"{loaded.path}: decoder layer {i} has no `mlp.down_proj` linear layer")
-        weights.append(proj.weight)
+        weights.append(weight_of(proj))
     return weights
 
 
@@ -36,7 +36,7 @@ def top_tokens(
         by_layer.setdefault(layer, []).append(j)
     for layer, js in by_layer.items():
         units = torch.tensor([neurons[j][1] for j in js], device=down[layer].device)
-        logits = unembedding.float() @ down[layer][:, units].float()  # (V, n)
+        logits = unembedding.float() @ down[layer][:, units].float().to(unembedding.device)  # (V, n)
         ids = logits.topk(top, dim=0).indices.T.tolist()  # (n, top)
         for j, row in zip(js, ids, strict=True):
             out[j] = row
@@ -48,6 +48,6 @@ def decode_neurons(loaded: LoadedModel, neurons: Sequence[tuple[int, int]], top:
     head = loaded.model.get_output_embeddings()
     if head is None:
         raise ModelError(f"{loaded.path}: the model has no output embedding (lm_head) to decode neurons with")
-    ids = top_tokens(head.weight, down_projections(loaded), neurons, top)
+    ids = top_tokens(weight_of(head), down_projections(loaded), neurons, top)
     tokenizer = loaded.processor.tokenizer
     return [[tokenizer.decode([t]).strip() or repr(tokenizer.convert_ids_to_tokens(t)) for t in row] for row in ids]

@@ -154,7 +154,8 @@ def train_captioner(
 
     Each step draws ``batch_size`` images; with probability ``inpaint_prob`` one object is removed by Telea
     inpainting on its box and dropped from the caption. Loss only on the caption continuation and EOS.
-    Returns the training summary (settings, parameter count, wall time, final loss).
+    ``log`` gets a progress line every 50 steps (the workflow shows it on the console). Returns the training
+    summary (settings, parameter count, wall time, final loss).
     """
     s = settings
     torch.manual_seed(s.seed)
@@ -190,7 +191,10 @@ def train_captioner(
         opt.zero_grad(set_to_none=True)
         loss_avg = loss.item() if loss_avg is None else 0.95 * loss_avg + 0.05 * loss.item()
         if step % 50 == 0 or step == s.steps - 1:
-            log(f"step {step:5d}  loss {loss_avg:.4f}  {time.time() - t0:7.1f} s")
+            spent = time.time() - t0
+            left = spent / (step + 1) * (s.steps - step - 1)
+            done = f"step {step + 1}/{s.steps}, loss {loss_avg:.4f}, {spent:.0f} s"
+            log(f"training the captioner: {done}, ~{left:.0f} s left")
     wall = time.time() - t0
     model.eval()
     with atomic_path(out_dir) as tmp:
