@@ -11,7 +11,15 @@ from kneurons.samples import read_tsv, write_tsv
 from tests.helpers import REPO, kneurons_lines, snakemake
 
 PAPER = REPO / "config" / "coco2017-llava15.yaml"
-GPU_RULES = {"caption_candidates", "activations", "gradcam", "reference_captions", "perturb", "decoded_neurons"}
+GPU_RULES = {
+    "caption_candidates",
+    "activations",
+    "gradcam",
+    "reference_captions",
+    "perturb",
+    "restore",
+    "decoded_neurons",
+}
 TARGETS = ("bear", "pizza")
 
 
@@ -72,10 +80,13 @@ def test_slurm_dry_run_gives_model_rules_a_gpu(tmp_path, tiny_split, tiny_model_
         assert proc.returncode == 0, proc.stderr[-3000:]
         jobs = job_resources(proc.stdout + proc.stderr)
         assert set(jobs) >= GPU_RULES - {"caption_candidates"}, sorted(jobs)  # captions were made above
-        assert len(jobs["perturb"]) == 6 * len(TARGETS) and len(jobs["reference_captions"]) == 1
+        assert len(jobs["perturb"]) == 8 * len(TARGETS) and len(jobs["reference_captions"]) == 1
+        assert len(jobs["restore"]) == len(TARGETS)
         for rule, resources in jobs.items():
             for res in resources:
                 assert res.get("gpu", "0") == (gpus if rule in GPU_RULES else "0"), (device, rule, res)
                 assert "slurm_partition" not in res, (rule, res)
                 if rule == "perturb":
                     assert res["mem_mb"] == "48000" and res["runtime"] == "720", res
+                if rule == "restore":
+                    assert res["mem_mb"] == "48000" and res["runtime"] == "60", res

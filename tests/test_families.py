@@ -5,6 +5,7 @@ checked against the model itself."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -347,7 +348,7 @@ def test_each_row_gets_the_noise_of_its_own_length(family, images):
                 handle.remove()
         return [""] * len(mask), [None] * len(mask)
 
-    perturbed_batch(loaded, parts, units, rows, 0.5, 1, prompt_pass_only)
+    perturbed_batch(loaded, parts, units, rows, 0.5, 1, generate=prompt_pass_only)
     clean = image_activations(loaded, images, PROMPTS[name])
     for (pert, i), got in zip(rows, seen["o"], strict=True):
         o = clean[i][0][0]  # (P_i, d_ff) at layer 0, unperturbed
@@ -443,10 +444,10 @@ def test_every_later_stage_runs_on_the_family(family, images, tmp_path):
     import h5py
 
     from kneurons.calibration import noise_scale_stage
-    from kneurons.neuronsets import baseline_stage, control_stage, ours_stage
+    from kneurons.neuronsets import baseline_stage, control_stage, ours_stage, stage1_stage
     from kneurons.reporting import heatmaps_stage
     from kneurons.samples import Candidate, write_tsv
-    from kneurons.stages import activations_stage, decoded_neurons_stage, gradcam_stage, perturb_stage
+    from kneurons.stages import activations_stage, decoded_neurons_stage, gradcam_stage, perturb_stage, restore_stage
 
     name, loaded = family
     (tmp_path / "images").mkdir()
@@ -501,8 +502,23 @@ def test_every_later_stage_runs_on_the_family(family, images, tmp_path):
     sizes = [json.loads((tmp_path / f"{m}/{i}.json").read_text())["size"] for m in ("ours", "pan") for i in range(1, 5)]
     assert len(decoded) == sum(sizes)
     noise_scale_stage("calibrated", [2.0], [d["acts"]], str(tmp_path / "scale.json"))
-    perturb_stage(*data, d["ours_control"], str(tmp_path / "scale.json"), PROMPTS[name], [2.0], 1, True, {},
+    protocol = Protocol((2.0,), 1)
+    perturb_stage(*data, d["ours_control"], str(tmp_path / "scale.json"), PROMPTS[name], protocol, {},
                   str(tmp_path / "perturb.jsonl"), max_new_tokens=4, batch_size=16)  # fmt: skip
     lines = [json.loads(line) for line in (tmp_path / "perturb.jsonl").read_text().splitlines()]
     assert len(lines) == 4 * 2 * 4  # sets x (noise at one level and seed, ablation) x images of D
     assert {ln["perturbation"] for ln in lines} == {"noise", "ablation"}
+    assert all(np.isfinite(ln["logp"]) for ln in lines)  # log p of "bear" in each image's clean caption
+    stage1_stage(d["ours"], d["acts"], str(tmp_path / "ours_stage1"))
+    kinds = {"ours": d["ours"], "ours_stage1": str(tmp_path / "ours_stage1")}
+    outs = {kind: str(tmp_path / f"restore_{kind}.jsonl") for kind in kinds}
+    restore_stage(*data, kinds, PROMPTS[name], protocol, {}, outs, str(tmp_path / "bounds.jsonl"), max_new_tokens=4)
+    for path in outs.values():  # every set of k patched into every sample of k
+        restored = [json.loads(line) for line in Path(path).read_text().splitlines()]
+        assert sorted((ln["set"], ln["image_id"]) for ln in restored) == [
+            (s, i) for s in range(1, 5) for i in range(1, 5)
+        ]
+    bounds = [json.loads(line) for line in (tmp_path / "bounds.jsonl").read_text().splitlines()]
+    assert sorted((b["method"], b["image_id"]) for b in bounds) == [
+        (m, i) for m in ("ceiling", "floor", "original") for i in range(1, 5)
+    ]
