@@ -9,7 +9,10 @@ from kneurons.figures import Bar, plot_restoration
 from kneurons.io import write_text, write_tsv_rows
 from kneurons.metrics import (
     ALL,
+    CEILING,
     CONTROL,
+    FLOOR,
+    ORIGINAL,
     PAIRED,
     RESTORATION,
     RESTORE,
@@ -22,7 +25,6 @@ from kneurons.metrics import (
     table_order,
 )
 from kneurons.neuronsets import SHADOWED
-from kneurons.restore import CEILING, FLOOR, ORIGINAL
 from kneurons.tables import coverage_notes, interval_cell, notes_markdown, read_perturbations, with_intervals
 
 BOUNDS = (CEILING, FLOOR, ORIGINAL)

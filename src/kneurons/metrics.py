@@ -19,6 +19,7 @@ CONTROL = "_control"  # the random control of method m is the set kind f"{m}_con
 SCORES = ("S_se", "S_re", "S_mean", "S_hal", "dlogp_own", "dlogp_other")  # Table II's scores, in column order
 MARGINS = ("S_se", "S_re", "S_mean", "dlogp_own", "dlogp_other")  # compared with the control (columns d*)
 RESTORE = "restore"  # the level of the restoration rows
+CEILING, FLOOR, ORIGINAL = "ceiling", "floor", "original"  # restoration's bounds: all units, none, no edit
 RESTORATION = ("S_rest", "gap_closed")  # the restoration table's scores (and margins over the control)
 # The comparisons of the pairwise table (a − b, paired by sample): the methods, and ours against its stage-1 control.
 PAIRS = (("ours", "schwettmann"), ("ours", "pan"), ("schwettmann", "pan"), ("ours", "ours_stage1"))

@@ -21,8 +21,6 @@ from kneurons.generation import (
 from kneurons.models import LoadedModel
 from kneurons.perturb import patch_rows
 
-CEILING, FLOOR, ORIGINAL = "ceiling", "floor", "original"  # the bounds beside every set: all units, none, no edit
-
 
 def every_unit(loaded: LoadedModel) -> list[np.ndarray]:
     """The ceiling's units: every unit of every layer (L arrays of d_ff)."""

@@ -19,11 +19,11 @@ from kneurons.generation import Continuation, Scored, generate_captions, scored_
 from kneurons.h5io import write_dump
 from kneurons.io import atomic_path, per_image_files, write_text, write_tsv_rows
 from kneurons.logprob import continuations
-from kneurons.metrics import markdown_table
+from kneurons.metrics import CEILING, FLOOR, ORIGINAL, markdown_table
 from kneurons.models import LoadedModel
 from kneurons.perturb import layer_units, perturbed_captions
 from kneurons.protocol import Protocol
-from kneurons.restore import CEILING, FLOOR, ORIGINAL, every_unit, no_unit, restored_captions
+from kneurons.restore import every_unit, no_unit, restored_captions
 from kneurons.samples import Candidate, read_tsv, write_tsv
 from kneurons.selection import no_sample_note, records_by_id, sample_images, selected
 from kneurons.vocab import decode_neurons
