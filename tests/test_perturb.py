@@ -9,7 +9,7 @@ import torch
 
 from kneurons.coco import image_records, load_coco, read_image
 from kneurons.dumps import image_activations
-from kneurons.generation import generate_batch, generate_captions, prompt_inputs
+from kneurons.generation import generate_captions, generate_scored_batch, prompt_inputs
 from kneurons.hooks import edit_image_activations, zero_edit
 from kneurons.models import load_model
 from kneurons.perturb import (
@@ -132,4 +132,4 @@ def test_greedy_loop_equals_transformers_generate(setup):
         with torch.inference_mode():
             out = loaded.model.generate(**inputs, do_sample=False, num_beams=1, max_new_tokens=max_new)
         expected = loaded.processor.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
-        assert generate_batch(loaded, inputs, max_new) == [c.strip() for c in expected]
+        assert generate_scored_batch(loaded, inputs, max_new)[0] == [c.strip() for c in expected]

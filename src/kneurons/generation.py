@@ -207,13 +207,6 @@ def generate_scored_batch(
     return [c.strip() for c in loaded.processor.batch_decode(kept, skip_special_tokens=True)], logps
 
 
-def generate_batch(
-    loaded: LoadedModel, inputs: dict[str, torch.Tensor], max_new_tokens: int = 32, context: BatchContext | None = None
-) -> list[str]:
-    """Greedy continuations of one batch of processor ``inputs`` (``generate_scored_batch`` without scores)."""
-    return generate_scored_batch(loaded, inputs, max_new_tokens, context)[0]
-
-
 def scored_captions(
     loaded: LoadedModel,
     images: Sequence[np.ndarray],
