@@ -40,9 +40,20 @@ DATA = {
     "images": config["data"]["images"],
 }
 MODEL = config["model"]["path"]
-# The perturbation settings of rules reference_captions, perturb and restore, built once from the config.
+# The perturbation settings of rules reference_captions and perturb, built once from the config.
 PROTOCOL = Protocol.from_config(config).settings()
 # The rules that load the model ask the scheduler for one GPU when the model runs on CUDA (SLURM: --gpus=1).
+# Rule perturb's restoration outputs, when the protocol restores: each set kind's and the bounds', per target.
+RESTORED = (
+    {
+        "restored": expand(
+            "results/perturb/restore/{kind}/{{k}}.jsonl", kind=SET_KINDS
+        ),
+        "bounds": "results/perturb/restore/bounds/{k}.jsonl",
+    }
+    if PROTOCOL["restoration"]
+    else {}
+)
 ON_CUDA = str(config["model"].get("device", "cpu")).startswith("cuda")
 GPUS = config["model"].get("gpus", 1) if ON_CUDA else 0
 

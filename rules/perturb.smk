@@ -1,5 +1,6 @@
 # The perturbed captions of every image of D for each neuron set (noise at levels in one reference scale, the same
-# for every method; zero-ablation), the no-perturbation reference, and Tables II and III.
+# for every method; zero-ablation) and each set patched into its target's inpainted images (restoration), one job
+# per target; the no-perturbation reference; Tables II and III, restoration and the paired comparisons.
 
 
 rule noise_scale:
@@ -47,38 +48,13 @@ rule perturb:
         **DATA,
         model=MODEL,
         selected="results/samples/selected.tsv",
-        sets="results/neurons/{kind}/{k}",
+        sets=expand("results/neurons/{kind}/{{k}}", kind=SET_KINDS),
         scale="results/perturb/noise_scale.json",
     output:
-        "results/perturb/{kind}/{k}.jsonl",
+        perturbed=expand("results/perturb/{kind}/{{k}}.jsonl", kind=SET_KINDS),
+        **RESTORED,
     log:
-        "results/logs/perturb/{kind}/{k}.log",
-    conda:
-        "../envs/kneurons.yaml"
-    threads: config["threads"]
-    resources:
-        gpu=GPUS,
-    params:
-        model=config["model"],
-        prompt=config["prompt"],
-        protocol=PROTOCOL,
-        synonyms=config["synonyms"],
-        generation=config["generation"],
-    script:
-        "../workflow/scripts/perturb.py"
-
-
-rule restore:
-    input:
-        **DATA,
-        model=MODEL,
-        selected="results/samples/{k}/selected.tsv",
-        sets=expand("results/neurons/{kind}/{{k}}", kind=SET_KINDS),
-    output:
-        sets=expand("results/perturb/restore/{kind}/{{k}}.jsonl", kind=SET_KINDS),
-        bounds="results/perturb/restore/bounds/{k}.jsonl",
-    log:
-        "results/logs/restore/{k}.log",
+        "results/logs/perturb/{k}.log",
     conda:
         "../envs/kneurons.yaml"
     threads: config["threads"]
@@ -89,10 +65,11 @@ rule restore:
         prompt=config["prompt"],
         protocol=PROTOCOL,
         kinds=SET_KINDS,
+        knowledge=lambda w: knowledge_name(w.k),
         synonyms=config["synonyms"],
         generation=config["generation"],
     script:
-        "../workflow/scripts/restore.py"
+        "../workflow/scripts/perturb.py"
 
 
 rule restoration:

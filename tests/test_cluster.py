@@ -17,7 +17,6 @@ GPU_RULES = {
     "gradcam",
     "reference_captions",
     "perturb",
-    "restore",
     "decoded_neurons",
 }
 TARGETS = ("bear", "pizza")
@@ -80,13 +79,10 @@ def test_slurm_dry_run_gives_model_rules_a_gpu(tmp_path, tiny_split, tiny_model_
         assert proc.returncode == 0, proc.stderr[-3000:]
         jobs = job_resources(proc.stdout + proc.stderr)
         assert set(jobs) >= GPU_RULES - {"caption_candidates"}, sorted(jobs)  # captions were made above
-        assert len(jobs["perturb"]) == 8 * len(TARGETS) and len(jobs["reference_captions"]) == 1
-        assert len(jobs["restore"]) == len(TARGETS)
+        assert len(jobs["perturb"]) == len(TARGETS) and len(jobs["reference_captions"]) == 1  # one job per target
         for rule, resources in jobs.items():
             for res in resources:
                 assert res.get("gpu", "0") == (gpus if rule in GPU_RULES else "0"), (device, rule, res)
                 assert "slurm_partition" not in res, (rule, res)
                 if rule == "perturb":
-                    assert res["mem_mb"] == "48000" and res["runtime"] == "720", res
-                if rule == "restore":
-                    assert res["mem_mb"] == "48000" and res["runtime"] == "60", res
+                    assert res["mem_mb"] == "48000" and res["runtime"] == "1440", res

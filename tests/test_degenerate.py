@@ -15,7 +15,7 @@ from kneurons.models import load_model
 from kneurons.neuronsets import ours_stage
 from kneurons.protocol import Protocol
 from kneurons.samples import Candidate, write_tsv
-from kneurons.stages import perturb_stage
+from kneurons.stages import load_samples, perturb_stage
 from kneurons.tables import table2_stage
 from tests.conftest import PROMPT
 
@@ -51,9 +51,11 @@ def test_an_empty_set_is_recorded_by_perturb_and_not_captioned(tmp_path, tiny_sp
     (sets / f"{record.id}.json").write_text(json.dumps(empty))
     out, scale = tmp_path / "p.jsonl", tmp_path / "noise_scale.json"
     scale.write_text(json.dumps({"reference_scale": 1.0}))
-    perturb_stage(load_model(tiny_model_dir), str(tiny_split[0]), str(tiny_split[1]), str(tmp_path / "selected.tsv"),
-                  str(sets), str(scale), PROMPT, Protocol((40.0,), 2), synonyms={},
-                  out_jsonl=str(out))  # fmt: skip
+    loaded, protocol = load_model(tiny_model_dir), Protocol((40.0,), 2)
+    d = load_samples(loaded, str(tiny_split[0]), str(tiny_split[1]), str(tmp_path / "selected.tsv"), PROMPT, {},
+                     protocol)  # fmt: skip
+    perturb_stage(loaded, d, {"ours": str(sets)}, str(scale), PROMPT, protocol, synonyms={},
+                  out_jsonls={"ours": str(out)})  # fmt: skip
     lines = [json.loads(ln) for ln in out.read_text().splitlines()]
     assert lines == [{"method": "ours", "knowledge": k, "set": record.id, "set_size": 0, "empty": True}]
 

@@ -22,7 +22,7 @@ from kneurons.neuronsets import baseline_stage, control_stage, ours_stage
 from kneurons.protocol import Protocol
 from kneurons.reporting import dose_response_stage, specificity_statement
 from kneurons.samples import Candidate, write_tsv
-from kneurons.stages import reference_stage
+from kneurons.stages import load_samples, reference_stage
 from kneurons.tables import TABLE2_COLUMNS
 from tests.conftest import PROMPT
 from tests.test_storage import L, write_dumps
@@ -144,8 +144,9 @@ def test_no_perturbation_reference_equals_plain_captioning(tmp_path, tiny_split,
     write_tsv(tmp_path / "selected.tsv", rows)
     loaded = load_model(tiny_model_dir)
     out = tmp_path / "reference.jsonl"
-    reference_stage(loaded, str(tiny_split[0]), str(tiny_split[1]), str(tmp_path / "selected.tsv"), PROMPT,
-                    Protocol((1.0,), 1), {}, str(out), batch_size=2, max_new_tokens=12)  # fmt: skip
+    d = load_samples(loaded, str(tiny_split[0]), str(tiny_split[1]), str(tmp_path / "selected.tsv"), PROMPT, {},
+                     Protocol((1.0,), 1))  # fmt: skip
+    reference_stage(loaded, d, PROMPT, {}, str(out), batch_size=2, max_new_tokens=12)
     lines = [json.loads(ln) for ln in out.read_text().splitlines()]
     targets = sorted({r.knowledge for r in rows})
     assert len(lines) == len(targets) * len(rows)

@@ -447,7 +447,14 @@ def test_every_later_stage_runs_on_the_family(family, images, tmp_path):
     from kneurons.neuronsets import baseline_stage, control_stage, ours_stage, stage1_stage
     from kneurons.reporting import heatmaps_stage
     from kneurons.samples import Candidate, write_tsv
-    from kneurons.stages import activations_stage, decoded_neurons_stage, gradcam_stage, perturb_stage, restore_stage
+    from kneurons.stages import (
+        activations_stage,
+        decoded_neurons_stage,
+        gradcam_stage,
+        load_samples,
+        perturb_stage,
+        restore_stage,
+    )
 
     name, loaded = family
     (tmp_path / "images").mkdir()
@@ -503,8 +510,10 @@ def test_every_later_stage_runs_on_the_family(family, images, tmp_path):
     assert len(decoded) == sum(sizes)
     noise_scale_stage("calibrated", [2.0], [d["acts"]], str(tmp_path / "scale.json"))
     protocol = Protocol((2.0,), 1)
-    perturb_stage(*data, d["ours_control"], str(tmp_path / "scale.json"), PROMPTS[name], protocol, {},
-                  str(tmp_path / "perturb.jsonl"), max_new_tokens=4, batch_size=16)  # fmt: skip
+    samples = load_samples(*data, PROMPTS[name], {}, protocol)
+    perturb_stage(loaded, samples, {"ours_control": d["ours_control"]}, str(tmp_path / "scale.json"), PROMPTS[name],
+                  protocol, {}, {"ours_control": str(tmp_path / "perturb.jsonl")}, max_new_tokens=4,
+                  batch_size=16)  # fmt: skip
     lines = [json.loads(line) for line in (tmp_path / "perturb.jsonl").read_text().splitlines()]
     assert len(lines) == 4 * 2 * 4  # sets x (noise at one level and seed, ablation) x images of D
     assert {ln["perturbation"] for ln in lines} == {"noise", "ablation"}
@@ -512,7 +521,8 @@ def test_every_later_stage_runs_on_the_family(family, images, tmp_path):
     stage1_stage(d["ours"], d["acts"], str(tmp_path / "ours_stage1"))
     kinds = {"ours": d["ours"], "ours_stage1": str(tmp_path / "ours_stage1")}
     outs = {kind: str(tmp_path / f"restore_{kind}.jsonl") for kind in kinds}
-    restore_stage(*data, kinds, PROMPTS[name], protocol, {}, outs, str(tmp_path / "bounds.jsonl"), max_new_tokens=4)
+    restore_stage(loaded, samples.of("bear"), kinds, PROMPTS[name], {}, outs, str(tmp_path / "bounds.jsonl"),
+                  max_new_tokens=4)  # fmt: skip
     for path in outs.values():  # every set of k patched into every sample of k
         restored = [json.loads(line) for line in Path(path).read_text().splitlines()]
         assert sorted((ln["set"], ln["image_id"]) for ln in restored) == [

@@ -22,7 +22,7 @@ from tests.helpers import DEFAULT_CONFIG, REPO, TEST_CONFIG, assert_same_outputs
 PROFILE = REPO / "profiles" / "slurm"
 LOCAL_THREADS = yaml.safe_load(DEFAULT_CONFIG.read_text())["threads"]  # what the local run's jobs use
 MODEL_RULES = ("train_captioner", "evaluate_captioner", "caption_candidates", "activations", "gradcam",
-               "reference_captions", "perturb", "restore", "decoded_neurons", "table3")  # fmt: skip
+               "reference_captions", "perturb", "decoded_neurons", "table3")  # fmt: skip
 
 
 class FakeJob:
@@ -162,11 +162,11 @@ def test_the_workflow_runs_as_slurm_jobs_resumes_after_ctrl_c_and_equals_the_loc
     expected_rules = {"synth_split", "train_captioner", "evaluate_captioner", "knowledge", "check_images", "inpaint",
                       "caption_candidates", "select_samples", "sample_table", "activations", "gradcam",
                       "neurons_ours", "neurons_baseline", "neurons_stage1", "neurons_control", "neuron_summary",
-                      "noise_scale", "reference_captions", "perturb", "restore", "table2", "table3", "restoration",
+                      "noise_scale", "reference_captions", "perturb", "table2", "table3", "restoration",
                       "pairwise", "dose_response", "layer_distribution", "heatmaps", "decoded_neurons",
                       "examples"}  # fmt: skip
     assert set(done) == expected_rules, set(done) ^ expected_rules
-    assert done.count("perturb") == len(list(work.glob("results/perturb/*/*.jsonl")))  # each once, to completion
+    assert done.count("perturb") == len(list(work.glob("results/perturb/ours/*.jsonl")))  # once per target
     assert done.count("synth_split") == 2  # made before the Ctrl-C, not made again by the resume
     for log in (work / "results/logs").rglob("*.log"):  # every model job ran on the local run's thread count
         text = log.read_text()

@@ -147,16 +147,28 @@ class Samples:
     pixels: list[np.ndarray]
     continuations: list[Continuation] | None
 
+    def of(self, knowledge: str) -> Samples:
+        """The samples of one knowledge target, in this order."""
+        keep = [j for j, r in enumerate(self.rows) if r.knowledge == knowledge]
+        return Samples(
+            [self.rows[j] for j in keep],
+            [self.pixels[j] for j in keep],
+            [self.continuations[j] for j in keep] if self.continuations is not None else None,
+        )
 
-def _samples(
+
+def load_samples(
     loaded: LoadedModel,
-    rows: list[Candidate],
     annotations: str,
     images: str,
+    selected_tsv: str,
     prompt: str,
     synonyms: dict[str, list[str]],
     protocol: Protocol,
 ) -> Samples:
+    """D (every target's selected rows of ``selected_tsv``, in (knowledge, image id) order) with the original
+    images and, when ``protocol`` scores log p, each sample's continuation."""
+    rows = sample_images(selected_tsv)
     records = records_by_id(annotations, images)
     pixels = [read_record(records[r.image_id]) for r in rows]
     if not protocol.log_probability:
@@ -166,20 +178,11 @@ def _samples(
 
 
 def reference_stage(
-    loaded: LoadedModel,
-    annotations: str,
-    images: str,
-    selected_tsv: str,
-    prompt: str,
-    protocol: Protocol,
-    synonyms: dict[str, list[str]],
-    out_jsonl: str,
-    **gen,
+    loaded: LoadedModel, d: Samples, prompt: str, synonyms: dict[str, list[str]], out_jsonl: str, **gen
 ) -> None:
     """Rule reference_captions: the no-perturbation reference, D's clean captions (and log p) once per run. One
     JSON line per (knowledge target k of D, sample of D), method "none", level "none": what Table II's scores
     are without any perturbation."""
-    d = _samples(loaded, sample_images(selected_tsv), annotations, images, prompt, synonyms, protocol)
     scored = scored_captions(loaded, d.pixels, prompt, d.continuations, **gen)
     with atomic_path(out_jsonl) as tmp, open(tmp, "w") as out:
         for k in sorted({r.knowledge for r in d.rows}):
@@ -203,64 +206,62 @@ def _empty_line(nset: dict) -> str:
 
 def perturb_stage(
     loaded: LoadedModel,
-    annotations: str,
-    images: str,
-    selected_tsv: str,
-    sets_dir: str,
+    d: Samples,
+    set_dirs: Mapping[str, str],
     scale_json: str,
     prompt: str,
     protocol: Protocol,
     synonyms: dict[str, list[str]],
-    out_jsonl: str,
+    out_jsonls: Mapping[str, str],
     **gen,
 ) -> None:
-    """Rule perturb: for each neuron set of one (set kind, k), caption every sample of D under each of the
-    ``protocol``'s perturbations (noise levels in units of the reference scale in ``scale_json``, rule
-    noise_scale; zero-ablation), with the log p of each sample's own object. One JSON line per (set,
-    perturbation, sample); an empty set gets one line {"set_size": 0, "empty": true} and no captions.
+    """Rule perturb (necessity): for each neuron set of each set kind in ``set_dirs`` (one target's), caption
+    every sample of D (``d``) under each of the ``protocol``'s perturbations (noise levels in units of the
+    reference scale in ``scale_json``, rule noise_scale; zero-ablation), with the log p of each sample's own
+    object. One JSON line per (set, perturbation, sample) in ``out_jsonls[kind]``; an empty set gets one line
+    {"set_size": 0, "empty": true} and no captions.
     """
-    d = _samples(loaded, sample_images(selected_tsv), annotations, images, prompt, synonyms, protocol)
     r = float(json.loads(Path(scale_json).read_text())["reference_scale"])
     conditions = protocol.perturbations()
     rows = [(c, j) for c in conditions for j in range(len(d.rows))]
-    with atomic_path(out_jsonl) as tmp, open(tmp, "w") as out:
-        for nset, units in _set_files(sets_dir):
-            if units is None:
-                out.write(_empty_line(nset))
-                continue
-            scored = perturbed_captions(loaded, d.pixels, prompt, units, rows, r, continuations=d.continuations, **gen)
-            for (c, j), sc in zip(rows, scored, strict=True):
-                fields = {
-                    "method": nset["method"],
-                    "set": nset["image_id"],
-                    "set_size": nset["size"],
-                    "perturbation": c.kind,
-                    "level": c.label,
-                    "noise_sd": c.level * r,
-                    "seed": c.seed,
-                }
-                out.write(json.dumps(_caption_line(sc, d.rows[j], nset["knowledge"], synonyms, **fields)) + "\n")
+    for kind, sets_dir in set_dirs.items():
+        with atomic_path(out_jsonls[kind]) as tmp, open(tmp, "w") as out:
+            for nset, units in _set_files(sets_dir):
+                if units is None:
+                    out.write(_empty_line(nset))
+                    continue
+                scored = perturbed_captions(
+                    loaded, d.pixels, prompt, units, rows, r, continuations=d.continuations, **gen
+                )
+                for (c, j), sc in zip(rows, scored, strict=True):
+                    fields = {
+                        "method": nset["method"],
+                        "set": nset["image_id"],
+                        "set_size": nset["size"],
+                        "perturbation": c.kind,
+                        "level": c.label,
+                        "noise_sd": c.level * r,
+                        "seed": c.seed,
+                    }
+                    line = _caption_line(sc, d.rows[j], nset["knowledge"], synonyms, **fields)
+                    out.write(json.dumps(line) + "\n")
 
 
 def restore_stage(
     loaded: LoadedModel,
-    annotations: str,
-    images: str,
-    selected_tsv: str,
+    d: Samples,
     set_dirs: Mapping[str, str],
     prompt: str,
-    protocol: Protocol,
     synonyms: dict[str, list[str]],
     out_jsonls: Mapping[str, str],
     bounds_jsonl: str,
     **gen,
 ) -> None:
-    """Rule restore: for every sample b of one target k (``selected_tsv``), caption b's inpainted image with each
-    set of every kind in ``set_dirs`` patched to b's original values (kneurons.restore), one JSON line per (set,
-    sample) in ``out_jsonls[kind]``; and, in ``bounds_jsonl``, b's ceiling (every unit patched), floor (nothing
-    patched) and original image (unedited). Each line: the caption, whether it names k, and log p of k's first
-    token in b's clean caption."""
-    d = _samples(loaded, selected(read_tsv(selected_tsv)), annotations, images, prompt, synonyms, protocol)
+    """Rule perturb (sufficiency): for every sample b of one target k (``d``: k's samples), caption b's inpainted
+    image with each set of every kind in ``set_dirs`` patched to b's original values (kneurons.restore), one
+    JSON line per (set, sample) in ``out_jsonls[kind]``; and, in ``bounds_jsonl``, b's ceiling (every unit
+    patched), floor (nothing patched) and original image (unedited). Each line: the caption, whether it names
+    k, and log p of k's first token in b's clean caption."""
     sets = {kind: list(_set_files(path)) for kind, path in set_dirs.items()}
     patched = [(kind, nset, units) for kind, found in sets.items() for nset, units in found if units is not None]
     bounds = [(CEILING, every_unit(loaded)), (FLOOR, no_unit(loaded))]

@@ -3,17 +3,18 @@
 from kneurons.jobs import start_job
 from kneurons.models import load_job_model
 from kneurons.protocol import Protocol
-from kneurons.stages import reference_stage
+from kneurons.stages import load_samples, reference_stage
 
 start_job(snakemake)
-reference_stage(
-    load_job_model(snakemake),
+loaded = load_job_model(snakemake)
+prompt, synonyms = snakemake.params.prompt, snakemake.params.synonyms
+d = load_samples(
+    loaded,
     snakemake.input.annotations,
     snakemake.input.images,
     snakemake.input.selected,
-    snakemake.params.prompt,
+    prompt,
+    synonyms,
     Protocol.from_settings(snakemake.params.protocol),
-    synonyms=snakemake.params.synonyms,
-    out_jsonl=snakemake.output[0],
-    **snakemake.params.generation,
 )
+reference_stage(loaded, d, prompt, synonyms, snakemake.output[0], **snakemake.params.generation)

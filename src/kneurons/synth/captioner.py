@@ -153,7 +153,8 @@ def train_captioner(
     """Train the captioner on ``records`` (synthetic COCO images) and save it with save_pretrained to ``out_dir``.
 
     Each step draws ``batch_size`` images; with probability ``inpaint_prob`` one object is removed by Telea
-    inpainting on its box and dropped from the caption. Loss only on the caption continuation and EOS.
+    inpainting on its box (each (image, object) inpainted once, on its first draw) and dropped from the caption.
+    Loss only on the caption continuation and EOS.
     ``log`` gets a progress line every 50 steps (the workflow shows it on the console). Returns the training
     summary (settings, parameter count, wall time, final loss).
     """
@@ -170,6 +171,7 @@ def train_captioner(
     opt = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay, betas=(0.9, 0.98))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: _lr_factor(step, s))
     prompt_len = len(processor(images=[images[0]], text=[prompt])["input_ids"][0])
+    inpainted: dict[tuple[int, int], np.ndarray] = {}  # (record, removed object) -> the inpainted image
     t0, loss_avg = time.time(), None
     for step in range(s.steps):
         batch_images, texts = [], []
@@ -177,7 +179,9 @@ def train_captioner(
             rec, img, removed = records[i], images[i], None
             if rng.random() < s.inpaint_prob:
                 removed = int(rng.integers(len(rec.annotations)))
-                img = remove_objects(img, [rec.annotations[removed]], source="box", dilate=1)
+                if (i, removed) not in inpainted:  # each removal inpainted once, then reused
+                    inpainted[i, removed] = remove_objects(img, [rec.annotations[removed]], source="box", dilate=1)
+                img = inpainted[i, removed]
             batch_images.append(img)
             texts.append(f"{prompt} {record_caption(rec, removed)}{tokenizer.eos_token}")
         batch = processor(images=batch_images, text=texts, return_tensors="pt", padding="longest")
