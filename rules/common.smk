@@ -42,18 +42,16 @@ DATA = {
 MODEL = config["model"]["path"]
 # The perturbation settings of rules reference_captions and perturb, built once from the config.
 PROTOCOL = Protocol.from_config(config).settings()
-# The rules that load the model ask the scheduler for one GPU when the model runs on CUDA (SLURM: --gpus=1).
 # Rule perturb's restoration outputs, when the protocol restores: each set kind's and the bounds', per target.
+RESTORE_FILES = expand(
+    "results/perturb/restore/{kind}/{{k}}.jsonl", kind=(*SET_KINDS, "bounds")
+)
 RESTORED = (
-    {
-        "restored": expand(
-            "results/perturb/restore/{kind}/{{k}}.jsonl", kind=SET_KINDS
-        ),
-        "bounds": "results/perturb/restore/bounds/{k}.jsonl",
-    }
+    {"restored": RESTORE_FILES[:-1], "bounds": RESTORE_FILES[-1]}
     if PROTOCOL["restoration"]
     else {}
 )
+# The rules that load the model ask the scheduler for one GPU when the model runs on CUDA (SLURM: --gpus=1).
 ON_CUDA = str(config["model"].get("device", "cpu")).startswith("cuda")
 GPUS = config["model"].get("gpus", 1) if ON_CUDA else 0
 
@@ -130,13 +128,7 @@ def all_perturbations(wildcards):
 def all_restorations(wildcards):
     """Every restoration file (when the protocol restores): each set kind's and the bounds', per target with
     samples."""
-    if not PROTOCOL["restoration"]:
-        return []
-    return expand(
-        "results/perturb/restore/{kind}/{k}.jsonl",
-        kind=(*SET_KINDS, "bounds"),
-        k=targets_with_samples(),
-    )
+    return expand(RESTORE_FILES, k=targets_with_samples()) if RESTORED else []
 
 
 def noise_scale_dumps(wildcards):

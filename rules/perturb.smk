@@ -51,8 +51,8 @@ rule perturb:
         sets=expand("results/neurons/{kind}/{{k}}", kind=SET_KINDS),
         scale="results/perturb/noise_scale.json",
     output:
-        perturbed=expand("results/perturb/{kind}/{{k}}.jsonl", kind=SET_KINDS),
         **RESTORED,
+        perturbed=expand("results/perturb/{kind}/{{k}}.jsonl", kind=SET_KINDS),
     log:
         "results/logs/perturb/{k}.log",
     conda:
