@@ -147,7 +147,13 @@ def test_the_workflow_runs_as_slurm_jobs_resumes_after_ctrl_c_and_equals_the_loc
     assert any(states[job].startswith("CANCELLED") for job in submitted if job in states), states  # scancel
     files = [p.relative_to(work).parts for p in (work / "results").rglob("*") if p.is_file()]
     made = {parts[1] for parts in files if not any(".tmp" in part for part in parts)}
-    assert made == {"synth", "logs"}, made  # the synthetic data (and the stopped job's temporary) only
+    # besides the logs and the stopped job's temporary, only the outputs of the jobs that completed before the
+    # Ctrl-C: the synthetic data, and the captioner where its training (beside `knowledge`) finished first; no
+    # job that was cancelled left a file under its output's name
+    finished = {rule for rule, state in completed_jobs(since) if state == "COMPLETED"}
+    assert "synth_split" in finished, finished
+    output_dir = {"synth_split": "synth", "train_captioner": "model", "evaluate_captioner": "model"}
+    assert made - {"logs"} == {output_dir.get(rule, f"unexpected {rule}") for rule in finished}, (made, finished)
     assert list(work.glob("results/samples/.knowledge.tsv.tmp*")), "the stopped job left no temporary"
     assert snakemake(work, "--unlock").returncode == 0
     second = subprocess.run(slurm_cmd(work, profile), capture_output=True, text=True, cwd=REPO)
@@ -168,6 +174,7 @@ def test_the_workflow_runs_as_slurm_jobs_resumes_after_ctrl_c_and_equals_the_loc
     assert set(done) == expected_rules, set(done) ^ expected_rules
     assert done.count("perturb") == len(list(work.glob("results/perturb/ours/*.jsonl")))  # once per target
     assert done.count("synth_split") == 2  # made before the Ctrl-C, not made again by the resume
+    assert done.count("train_captioner") == 1  # finished before the Ctrl-C and kept, or cancelled and run again
     for log in (work / "results/logs").rglob("*.log"):  # every model job ran on the local run's thread count
         text = log.read_text()
         assert "torch threads: " not in text or f"torch threads: {LOCAL_THREADS}\n" in text, log
