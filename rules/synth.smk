@@ -26,11 +26,9 @@ rule train_captioner:
         "results/logs/train_captioner.log",
     conda:
         "../envs/kneurons.yaml"
-    threads: config["captioner"]["threads"]
+    threads: config["threads"]
     params:
-        settings=lambda w: {
-            k: v for k, v in config["captioner"].items() if k != "threads"
-        }
+        settings=lambda w: config["captioner"]
         | {"image_size": config["synth"]["image_size"]},
         prompt=config["prompt"],
     script:
