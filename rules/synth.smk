@@ -26,9 +26,11 @@ rule train_captioner:
         "results/logs/train_captioner.log",
     conda:
         "../envs/kneurons.yaml"
-    threads: config["threads"]
+    threads: config["captioner"]["threads"]
     params:
-        settings=lambda w: config["captioner"]
+        settings=lambda w: {
+            k: v for k, v in config["captioner"].items() if k != "threads"
+        }
         | {"image_size": config["synth"]["image_size"]},
         prompt=config["prompt"],
     script:

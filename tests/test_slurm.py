@@ -20,7 +20,9 @@ from snakemake_executor_plugin_slurm.partitions import get_best_partition, read_
 from tests.helpers import DEFAULT_CONFIG, REPO, TEST_CONFIG, assert_same_outputs, snakemake, stop_point_env
 
 PROFILE = REPO / "profiles" / "slurm"
-LOCAL_THREADS = yaml.safe_load(DEFAULT_CONFIG.read_text())["threads"]  # what the local run's jobs use
+_DEFAULTS = yaml.safe_load(DEFAULT_CONFIG.read_text())
+LOCAL_THREADS = _DEFAULTS["threads"]  # what the local run's model jobs use
+TRAIN_THREADS = _DEFAULTS["captioner"]["threads"]  # and its training
 MODEL_RULES = ("train_captioner", "evaluate_captioner", "caption_candidates", "activations", "gradcam",
                "reference_captions", "perturb", "decoded_neurons", "table3")  # fmt: skip
 
@@ -80,7 +82,7 @@ def node_profile(root: Path, cpus: int, mem_mb: int) -> Path:
         "default-resources": {"mem_mb": 1000, "runtime": 30},
         # the local run's thread count (the config's `threads`), not the node's: torch's sums, and so the tables,
         # depend on the number of threads
-        "set-threads": dict.fromkeys(MODEL_RULES, LOCAL_THREADS),
+        "set-threads": dict.fromkeys(MODEL_RULES, LOCAL_THREADS) | {"train_captioner": TRAIN_THREADS},
         "set-resources": {rule: {"mem_mb": min(3000, mem_mb), "runtime": 30} for rule in MODEL_RULES},
     }
     (profile / "config.yaml").write_text(yaml.safe_dump(settings))
@@ -176,8 +178,8 @@ def test_the_workflow_runs_as_slurm_jobs_resumes_after_ctrl_c_and_equals_the_loc
     assert done.count("synth_split") == 2  # made before the Ctrl-C, not made again by the resume
     assert done.count("train_captioner") == 1  # finished before the Ctrl-C and kept, or cancelled and run again
     for log in (work / "results/logs").rglob("*.log"):  # every model job ran on the local run's thread count
-        text = log.read_text()
-        assert "torch threads: " not in text or f"torch threads: {LOCAL_THREADS}\n" in text, log
+        text, threads = log.read_text(), TRAIN_THREADS if log.stem == "train_captioner" else LOCAL_THREADS
+        assert "torch threads: " not in text or f"torch threads: {threads}\n" in text, log
     # Two runs from scratch, one local and one on SLURM: every output byte for byte (dumps, weights, every set)
     assert assert_same_outputs(run_dir, work) > 100
     (tmp_path / "wall_seconds").write_text(f"{wall:.0f}\n")  # kept with pytest's tmp files, for the record
