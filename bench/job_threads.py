@@ -4,9 +4,10 @@ Snakemake starts it, so its start-up (imports, model load) is in the wall time.
 
 Usage: python bench/job_threads.py [--work perturb|train] [--model results/model/captioner] [--repeats 1]
 - ``perturb``: each job captions the same perturbed rows (every noise level and zero-ablation) in batches of 64.
-- ``train``: each job runs training steps (forward, backward, AdamW) of the captioner on a batch of 64 images, or,
-  side by side, on its half of the batch: the most data-parallel training on two one-thread processes could gain
-  (it leaves out the gradient all-reduce).
+- ``train``: each job runs training steps (forward, backward, AdamW, in the training's precision) of the captioner
+  on a batch of 64 images, or, side by side, on its half of the batch: the most data-parallel training on two
+  one-thread processes could gain (it leaves out the gradient all-reduce). Pass the training split with
+  --annotations and --images.
 Needs a trained model directory and the synthetic split (the default run's results/ has both). Prints the wall
 seconds of both ways and their ratio.
 """
@@ -30,7 +31,7 @@ def job(args: argparse.Namespace, threads: int, rows: int) -> None:
     from kneurons.generation import generate_scored_batch, image_inputs
     from kneurons.models import load_model
     from kneurons.perturb import ABLATION, NOISE, Perturbation, layer_units, perturbed_batch
-    from kneurons.synth.captioner import record_caption
+    from kneurons.synth.captioner import record_caption, training_precision
 
     loaded = load_model(args.model)
     records = image_records(load_coco(args.annotations), args.images)
@@ -50,10 +51,14 @@ def job(args: argparse.Namespace, threads: int, rows: int) -> None:
     images = [read_image(r.path) for r in batch_records]
     batch = loaded.processor(images=images, text=texts, return_tensors="pt", padding="longest")
     labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
-    model = loaded.model.train()
+    model = loaded.model.train().requires_grad_(True)
+    model.set_attn_implementation("eager")  # as train_captioner trains
+    bf16 = training_precision("auto") == "bfloat16"
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     for _ in range(args.steps):
-        model(**batch, labels=labels).loss.backward()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = model(**batch, labels=labels).loss
+        loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
 
