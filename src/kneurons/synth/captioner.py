@@ -165,7 +165,8 @@ def train_captioner(
 
     Each step draws ``batch_size`` images; with probability ``inpaint_prob`` one object is removed by Telea
     inpainting on its box (each (image, object) inpainted once, on its first draw) and dropped from the caption.
-    Loss only on the caption continuation and EOS.
+    Loss only on the caption continuation and EOS. The forward pass runs in ``training_precision(settings.precision)``
+    (bfloat16 autocast with eager attention, or float32); weights, gradients and AdamW state are float32.
     ``log`` gets a progress line every 50 steps (the workflow shows it on the console). Returns the training
     summary (settings, parameter count, wall time, final loss).
     """
