@@ -31,7 +31,7 @@ def job(args: argparse.Namespace, threads: int, rows: int) -> None:
     from kneurons.generation import generate_scored_batch, image_inputs
     from kneurons.models import load_model
     from kneurons.perturb import ABLATION, NOISE, Perturbation, layer_units, perturbed_batch
-    from kneurons.synth.captioner import record_caption, training_precision
+    from kneurons.synth.captioner import record_caption, training_batch, training_loss, training_precision
 
     loaded = load_model(args.model)
     records = image_records(load_coco(args.annotations), args.images)
@@ -46,19 +46,17 @@ def job(args: argparse.Namespace, threads: int, rows: int) -> None:
         for start in range(0, rows, 64):
             perturbed_batch(loaded, parts, units, plan[start : start + 64], 0.12, 32, generate=generate_scored_batch)
         return
-    batch_records = records[:rows]
-    texts = [f"{args.prompt} {record_caption(r)}</s>" for r in batch_records]
+    processor, batch_records = loaded.processor, records[:rows]
+    texts = [f"{args.prompt} {record_caption(r)}{processor.tokenizer.eos_token}" for r in batch_records]
     images = [read_image(r.path) for r in batch_records]
-    batch = loaded.processor(images=images, text=texts, return_tensors="pt", padding="longest")
-    labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+    prompt_len = len(processor(images=images[:1], text=[args.prompt])["input_ids"][0])
+    batch, labels = training_batch(processor, images, texts, prompt_len)
     model = loaded.model.train().requires_grad_(True)
     model.set_attn_implementation("eager")  # as train_captioner trains
-    bf16 = training_precision("auto") == "bfloat16"
+    precision = training_precision("auto")
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     for _ in range(args.steps):
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss = model(**batch, labels=labels).loss
-        loss.backward()
+        training_loss(model, batch, labels, precision).backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
 

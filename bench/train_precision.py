@@ -11,26 +11,35 @@ of each way and the ratio against float32.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import time
 
 import torch
 
 from kneurons.coco import image_records, load_coco, read_image
-from kneurons.synth.captioner import CaptionerSettings, build_model, build_processor, build_tokenizer, record_caption
+from kneurons.synth.captioner import (
+    CaptionerSettings,
+    build_model,
+    build_processor,
+    build_tokenizer,
+    record_caption,
+    training_batch,
+    training_loss,
+)
 
-WAYS = {"float32, SDPA": ("sdpa", False), "bfloat16, SDPA": ("sdpa", True), "bfloat16, eager": ("eager", True)}
+WAYS = {
+    "float32, SDPA": ("sdpa", "float32"),
+    "bfloat16, SDPA": ("sdpa", "bfloat16"),
+    "bfloat16, eager": ("eager", "bfloat16"),
+}
 
 
-def ms_per_step(model, batch: dict, labels: torch.Tensor, bf16: bool, steps: int) -> float:
+def ms_per_step(model, batch: dict, labels: torch.Tensor, precision: str, steps: int) -> float:
     """Milliseconds per training step (forward, backward, AdamW) of ``model`` on one batch, after one warm-up."""
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     for i in range(steps + 1):
         if i == 1:
             t0 = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext():
-            loss = model(**batch, labels=labels).loss
-        loss.backward()
+        training_loss(model, batch, labels, precision).backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
     return (time.perf_counter() - t0) / steps * 1e3
@@ -52,14 +61,15 @@ def main() -> None:
     settings = CaptionerSettings(batch_size=args.batch)
     processor = build_processor(tokenizer, settings)
     texts = [f"{args.prompt} {c}{tokenizer.eos_token}" for c in captions]
-    batch = processor(images=[read_image(r.path) for r in records], text=texts, return_tensors="pt", padding="longest")
-    labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+    images = [read_image(r.path) for r in records]
+    prompt_len = len(processor(images=images[:1], text=[args.prompt])["input_ids"][0])
+    batch, labels = training_batch(processor, images, texts, prompt_len)
     ms = {}
-    for way, (attention, bf16) in WAYS.items():
+    for way, (attention, precision) in WAYS.items():
         torch.manual_seed(0)
         model = build_model(tokenizer, settings).train()
         model.set_attn_implementation(attention)
-        ms[way] = ms_per_step(model, batch, labels, bf16, args.steps)
+        ms[way] = ms_per_step(model, batch, labels, precision, args.steps)
     print(f"batch {args.batch} x {batch['input_ids'].shape[1]} tokens, torch threads {args.threads}, "
           f"bfloat16 native: {torch.cpu.get_capabilities().get('avx512_bf16', False)}")  # fmt: skip
     for way, t in ms.items():

@@ -150,6 +150,26 @@ def training_precision(setting: str) -> str:
     return "bfloat16" if caps.get("avx512_bf16") or caps.get("amx_bf16") else "float32"
 
 
+def training_batch(
+    processor: LlavaProcessor, images: list[np.ndarray], texts: list[str], prompt_len: int
+) -> tuple[dict, torch.Tensor]:
+    """The processor's batch of ``images`` and ``texts`` (prompt + caption + EOS, padded to the longest) and its
+    labels (B, T): the ids, with padding and the first ``prompt_len`` positions (image tokens and prompt) at -100,
+    so the loss is on the caption and EOS only."""
+    batch = processor(images=images, text=texts, return_tensors="pt", padding="longest")
+    labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+    labels[:, :prompt_len] = -100
+    return batch, labels
+
+
+def training_loss(
+    model: LlavaForConditionalGeneration, batch: dict, labels: torch.Tensor, precision: str
+) -> torch.Tensor:
+    """The mean loss of one training batch, the forward pass in bfloat16 autocast if ``precision`` is bfloat16."""
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bfloat16"):
+        return model(**batch, labels=labels).loss
+
+
 def _lr_factor(step: int, settings: CaptionerSettings) -> float:
     """Linear warm-up then cosine decay to 0."""
     if step < settings.warmup:
@@ -200,11 +220,7 @@ def train_captioner(
                 img = inpainted[i, removed]
             batch_images.append(img)
             texts.append(f"{prompt} {record_caption(rec, removed)}{tokenizer.eos_token}")
-        batch = processor(images=batch_images, text=texts, return_tensors="pt", padding="longest")
-        labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
-        labels[:, :prompt_len] = -100
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bfloat16"):
-            loss = model(**batch, labels=labels).loss
+        loss = training_loss(model, *training_batch(processor, batch_images, texts, prompt_len), precision)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
