@@ -4,7 +4,9 @@ import glob
 
 from kneurons.preflight import (
     discard_dump_dirs,
+    discard_interrupted,
     incomplete_dumps,
+    interrupted_outputs,
     missing_paths,
     model_family_problem,
 )
@@ -56,7 +58,8 @@ ON_CUDA = str(config["model"].get("device", "cpu")).startswith("cuda")
 GPUS = config["model"].get("gpus", 1) if ON_CUDA else 0
 
 if workflow.is_main_process:
-    # Before any job: every missing input path (one line each), then dumps left truncated (recomputed).
+    # Before any job: every missing input path (one line each), then outputs of jobs a killed run never recorded
+    # as finished and dumps left truncated (both recomputed).
     problems = missing_paths(
         config,
         [p for s in SYNTH_SPLITS for p in synth_split_files(s).values()]
@@ -65,7 +68,7 @@ if workflow.is_main_process:
     problems += filter(None, [model_family_problem(MODEL)])
     if problems:
         sys.exit("\n".join(f"kneurons: {p}" for p in problems))
-    for line in discard_dump_dirs(
+    for line in discard_interrupted(interrupted_outputs()) + discard_dump_dirs(
         incomplete_dumps(
             glob.glob("results/activations/*/") + glob.glob("results/gradcam/*/")
         )

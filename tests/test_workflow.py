@@ -21,6 +21,7 @@ from kneurons.coco import load_coco
 from kneurons.io import read_tsv_rows
 from kneurons.metrics import PAIRS
 from kneurons.neuronsets import METHODS, SET_KINDS, SHADOWED
+from kneurons.preflight import discard_interrupted, interrupted_outputs
 from tests.helpers import REPO, TEST_CONFIG, assert_same_outputs, job_counts, snakemake, stop_point_env
 
 
@@ -248,36 +249,40 @@ def test_threshold_change_reruns_only_that_target(run_dir, samples, tmp_path):
     assert f"k={name.replace(' ', '_')}" in proc.stdout + proc.stderr
 
 
-def _descendants(pid: int) -> list[int]:
-    out = subprocess.run(["ps", "-e", "-o", "pid=,ppid="], capture_output=True, text=True).stdout
-    children: dict[int, list[int]] = {}
-    for line in out.splitlines():
-        child, parent = map(int, line.split())
-        children.setdefault(parent, []).append(child)
-    found, todo = [], [pid]
-    while todo:
-        kids = children.get(todo.pop(), [])
-        found += kids
-        todo += kids
-    return found
+def _group_members(pgid: int) -> list[int]:
+    """The live (not zombie) processes of process group ``pgid``, read from /proc."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()  # after "pid (comm)": state, ppid, pgrp, ...
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                members.append(int(stat.parent.name))
+    return members
 
 
 def _kill_when(workdir: Path, ready, stop_at: str = "", timeout: float = 900) -> None:
     """Start a run and SIGKILL it (snakemake and every job process under it) as soon as ``ready()`` holds.
 
-    ``stop_at`` (a script name) makes that rule's jobs stop at their first rename (tests/stop_point)."""
+    The run gets a process group of its own and the whole group is killed at once (a power cut): killing the
+    processes one by one lets snakemake start a job between the listing and its own kill, and that orphan
+    writes into the next run. ``stop_at`` (a script name) makes that rule's jobs stop at their first rename
+    (tests/stop_point)."""
     cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir)]
     cmd += ["--configfile", str(REPO / "config/config.yaml"), str(TEST_CONFIG), "--cores", "2", "--rerun-incomplete"]
     env = stop_point_env(stop_at, workdir / "stopped")
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO, env=env)
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO, env=env, start_new_session=True
+    )
     deadline = time.time() + timeout
     while not ready() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
     assert proc.poll() is None, "the run ended before the kill point"
-    for pid in [*_descendants(proc.pid), proc.pid]:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+    os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+    deadline = time.time() + 30
+    while _group_members(proc.pid) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not _group_members(proc.pid), "a process of the killed run is still alive"
 
 
 def _exists(workdir: Path, pattern: str, text: str = "") -> bool:
@@ -297,6 +302,39 @@ def _finished(workdir: Path) -> dict[str, tuple[int, int]]:
     inode and mtime: every write replaces a file or directory by renaming a new one, so a rerun changes both."""
     done = _snakemake_records(workdir, "metadata") - _snakemake_records(workdir, "incomplete")
     return {rel: ((st := (workdir / rel).stat()).st_ino, st.st_mtime_ns) for rel in done if (workdir / rel).exists()}
+
+
+def test_outputs_of_jobs_a_killed_run_never_recorded_are_found_from_snakemakes_own_markers(tmp_path, monkeypatch):
+    # Real markers: a two-job workflow killed while both jobs sleep after writing their outputs (one path long
+    # enough for Snakemake to split its marker's name into folders).
+    long = "results/" + "/".join(["a_rather_long_folder_name_for_the_marker"] * 6) + "/x.txt"
+    (tmp_path / "Snakefile").write_text(
+        f"rule all:\n    input: 'results/short.txt', '{long}'\n"
+        "rule write:\n    output: '{name}.txt'\n    shell: 'echo done > {output}; sleep {config[sleep]}'\n"
+    )
+    cmd = [sys.executable, "-m", "snakemake", "--cores", "2", "--config"]
+    proc = subprocess.Popen([*cmd, "sleep=600"], cwd=tmp_path, start_new_session=True, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not all((tmp_path / p).exists() for p in ("results/short.txt", long)) and time.time() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert subprocess.run([*cmd, "sleep=0", "--unlock"], cwd=tmp_path).returncode == 0
+    refused = subprocess.run([*cmd, "sleep=0"], cwd=tmp_path, capture_output=True, text=True)
+    assert "IncompleteFilesException" in refused.stderr  # Snakemake itself holds both outputs unfinished
+
+    monkeypatch.chdir(tmp_path)
+    found = interrupted_outputs()
+    assert sorted(map(str, found)) == sorted(["results/short.txt", long])
+    (tmp_path / ".snakemake/locks/0.input.lock").write_text("")  # a running instance's: none of this run's
+    assert interrupted_outputs() == []
+    (tmp_path / ".snakemake/locks/0.input.lock").unlink()
+    lines = discard_interrupted(found)
+    assert lines[0].endswith("never recorded as finished; recomputed") and len(lines) == 2
+    assert not any(p.exists() for p in found)
+    rerun = subprocess.run([*cmd, "sleep=0"], cwd=tmp_path, capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert interrupted_outputs() == [] and all(p.exists() for p in found)
 
 
 def test_sigkill_at_three_points_then_resume_reruns_only_unfinished_jobs_and_gives_identical_results(run_dir, tmp_path):
@@ -320,6 +358,7 @@ def test_sigkill_at_three_points_then_resume_reruns_only_unfinished_jobs_and_giv
     assert "results/model/captioner" in finished and any(k.startswith("results/activations/") for k in finished)
     proc = snakemake(work, "--cores", "2", "--rerun-incomplete")
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert not _snakemake_records(work, "incomplete"), "the resumed run left jobs marked incomplete"
     assert not [p for p in (work / "results").rglob("*") if ".tmp" in p.name], "temporary files left behind"
     after = _finished(work)
     rerun = [rel for rel, stamp in finished.items() if after.get(rel) != stamp]

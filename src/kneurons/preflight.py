@@ -1,8 +1,10 @@
-"""Checks the Snakefile runs before any job: config errors and missing paths as one line each, and dumps that a
-crash or a bad disk left truncated (their target's dumps are then recomputed)."""
+"""Checks the Snakefile runs before any job: config errors and missing paths as one line each; outputs a killed run
+left without Snakemake's record of their job's end, and dumps that a crash or a bad disk left truncated (both are
+then recomputed)."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -73,10 +75,51 @@ def incomplete_dumps(dump_dirs: Iterable[str | os.PathLike]) -> list[Path]:
     return [h5 for d in dump_dirs for h5 in sorted(Path(d).glob("*.h5")) if not is_complete(h5)]
 
 
+def interrupted_outputs(state_dir: str | os.PathLike = ".snakemake") -> list[Path]:
+    """The outputs on disk whose job a killed run started and never recorded as finished, from Snakemake's
+    markers under ``state_dir``/incomplete (one file per output named by its path in URL-safe base64, split into
+    folders whose names start with "@" when longer than a file name may be). Empty while ``state_dir``/locks holds
+    a lock: a running instance's jobs are marked too, and the directory is not this run's.
+
+    Snakemake's ``--rerun-incomplete`` looks for such outputs before the checkpoints are evaluated, so it misses
+    every job that comes after one (here every per-target job): the output would stay, unrecorded, and a later
+    change of its parameters would not rerun it."""
+    state = Path(state_dir)
+    if any((state / "locks").glob("*.lock")):
+        return []
+    root = state / "incomplete"
+    found = []
+    for marker in sorted(root.rglob("*")):
+        if not marker.is_file() or marker.name == "migration_underway":
+            continue
+        encoded = "".join(part.removeprefix("@") for part in marker.relative_to(root).parts)
+        path = Path(base64.urlsafe_b64decode(encoded).decode())
+        if path.exists():
+            found.append(path)
+    return found
+
+
+def discard_interrupted(outputs: Iterable[Path]) -> list[str]:
+    """Remove the ``outputs`` of interrupted jobs (files or directories), so that Snakemake reruns their jobs;
+    one line per output."""
+    lines = []
+    for path in outputs:
+        lines.append(f"{path}: left by a job that an interrupted run never recorded as finished; recomputed")
+        _remove(path)
+    return lines
+
+
 def discard_dump_dirs(bad: Iterable[Path]) -> list[str]:
     """Remove the directories holding ``bad`` dumps, so that Snakemake recomputes them; one line per file."""
     lines = []
     for h5 in bad:
         lines.append(f"{h5}: truncated or incomplete HDF5 dump; {h5.parent} will be recomputed")
-        shutil.rmtree(h5.parent, ignore_errors=True)
+        _remove(h5.parent)
     return lines
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
