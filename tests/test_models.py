@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import torch
 
+from kneurons import models
 from kneurons.coco import image_records, load_coco, read_image
 from kneurons.errors import ModelError
 from kneurons.generation import generate_captions, prompt_inputs
-from kneurons.models import load_model
+from kneurons.models import load_model, model_dtype
 
 from .conftest import PROMPT, TINY
 
@@ -43,6 +44,36 @@ def test_half_precision_model_gets_inputs_in_its_dtype(tiny_model_dir, tiny_spli
     inputs = prompt_inputs(loaded, images, PROMPT)
     assert inputs["pixel_values"].dtype == torch.bfloat16 and inputs["input_ids"].dtype == torch.int64
     assert len(generate_captions(loaded, images, PROMPT, max_new_tokens=4)) == 2
+
+
+@pytest.mark.parametrize(
+    ("device", "caps", "cuda_bf16", "expected"),
+    [
+        ("cpu", {"avx512_bf16": True, "amx_bf16": False}, False, "bfloat16"),
+        ("cpu", {"amx_bf16": True}, False, "bfloat16"),
+        ("cpu", {"avx2": True}, True, "float32"),  # emulated bfloat16 is slower than float32
+        ("cuda", {}, True, "bfloat16"),
+        ("cuda:1", {"avx512_bf16": True}, False, "float16"),  # a card without bfloat16: the CPU does not matter
+    ],
+)
+def test_auto_dtype_follows_the_device(monkeypatch, device, caps, cuda_bf16, expected):
+    monkeypatch.setattr(models.torch.cpu, "get_capabilities", lambda: caps)
+    monkeypatch.setattr(models.torch.cuda, "is_bf16_supported", lambda: cuda_bf16)
+    assert model_dtype("auto", device) == expected
+    assert model_dtype("float16", device) == "float16"
+
+
+@pytest.mark.parametrize(
+    ("caps", "dtype", "attention"),
+    [({"avx512_bf16": True}, torch.bfloat16, "eager"), ({"avx2": True}, torch.float32, "sdpa")],
+)
+def test_auto_loads_bfloat16_with_eager_attention_where_the_cpu_multiplies_it(
+    monkeypatch, tiny_model_dir, caps, dtype, attention
+):
+    monkeypatch.setattr(models.torch.cpu, "get_capabilities", lambda: caps)
+    loaded = load_model(tiny_model_dir, dtype="auto")
+    assert {p.dtype for p in loaded.model.parameters()} == {dtype}
+    assert loaded.model.config._attn_implementation == attention
 
 
 def test_batched_captions_equal_single(tiny_model_dir, tiny_split):

@@ -9,9 +9,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from kneurons.coco import image_records, load_coco
+from kneurons.coco import image_records, load_coco, read_image
+from kneurons.inpaint import remove_objects
 from kneurons.synth import captioner
-from kneurons.synth.captioner import train_captioner, training_precision
+from kneurons.synth.captioner import TrainingInputs, train_captioner, training_batch, training_precision
 from tests.conftest import PROMPT, TINY
 
 
@@ -53,3 +54,36 @@ def test_precision_is_applied_and_recorded(tiny_split, tmp_path):
     assert any(not torch.equal(weights["float32"][k], weights["bfloat16"][k]) for k in weights["float32"])
     repeat = load_file(again / "model.safetensors")
     assert all(torch.equal(weights["float32"][k], repeat[k]) for k in repeat)
+
+
+def test_kept_inputs_equal_the_processors_own_batches(tiny_split):
+    """Each example processed once and kept gives the batches the processor gives each batch anew (pixels
+    bfloat16-rounded when kept in bfloat16), its labels included; a key's image and text are asked for once."""
+    records = image_records(load_coco(tiny_split[0]), tiny_split[1])
+    tokenizer = captioner.build_tokenizer(
+        [PROMPT.replace("<image>", " ")] + [captioner.record_caption(r) for r in records]
+    )
+    processor = captioner.build_processor(tokenizer, TINY)
+    prompt_len = len(processor(images=[read_image(records[0].path)], text=[PROMPT])["input_ids"][0])
+    asked = []
+
+    def example(key):
+        asked.append(key)
+        i, removed = key
+        img = read_image(records[i].path)
+        if removed is not None:
+            img = remove_objects(img, [records[i].annotations[removed]], source="box", dilate=1)
+        return img, f"{PROMPT} {captioner.record_caption(records[i], removed)}{tokenizer.eos_token}"
+
+    several = next(i for i, r in enumerate(records) if len(r.annotations) > 1)
+    draws = [[(0, None), (several, 1), (0, None), (2, None)], [(several, 0), (0, None), (several, 1), (5, None)]]
+    for dtype in (torch.float32, torch.bfloat16):
+        inputs, asked[:] = TrainingInputs(processor, prompt_len, dtype), []
+        for keys in draws:
+            batch, labels = inputs.batch(keys, example)
+            ref, ref_labels = training_batch(processor, *map(list, zip(*map(example, keys), strict=True)), prompt_len)
+            for key in ("input_ids", "attention_mask"):
+                assert torch.equal(batch[key], ref[key]), key
+            assert torch.equal(batch["pixel_values"], ref["pixel_values"].to(dtype))
+            assert torch.equal(labels, ref_labels) and (labels != -100).any()
+        assert asked.count((several, 1)) == 1 + 2  # once kept, twice for the references

@@ -113,10 +113,11 @@ class KnowledgeNeurons:
 
     @classmethod
     def load(
-        cls, path: str | os.PathLike, prompt: str = "<image>The image shows a", device: str = "cpu", dtype="float32"
+        cls, path: str | os.PathLike, prompt: str = "<image>The image shows a", device: str = "cpu", dtype="auto"
     ) -> KnowledgeNeurons:
         """Load a local model directory (never from a hub) with its family's adapter; ``prompt`` holds the
-        processor's image placeholder (e.g. config/models/*.yaml's prompts)."""
+        processor's image placeholder (e.g. config/models/*.yaml's prompts); ``dtype`` "auto" as the workflow's
+        default (kneurons.models.model_dtype), so a notebook gets the workflow's numbers."""
         return cls(load_model(path, device=device, dtype=dtype), prompt)
 
     # captions and probabilities ------------------------------------------------------------------------------

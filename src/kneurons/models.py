@@ -7,6 +7,7 @@ ever fetched from a hub (``local_files_only``), and nothing here knows which of 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -139,6 +140,24 @@ def decoder_act_fns(model: PreTrainedModel) -> list[nn.Module]:
     return act_fns
 
 
+def cpu_multiplies_bfloat16() -> bool:
+    """Whether this CPU multiplies bfloat16 natively (AVX512-BF16 or AMX-BF16); emulated bfloat16 is slower than
+    float32."""
+    caps = torch.cpu.get_capabilities()
+    return bool(caps.get("avx512_bf16") or caps.get("amx_bf16"))
+
+
+def model_dtype(setting: str, device: str = "cpu") -> str:
+    """The dtype a model is loaded in: ``setting``, or for ``auto`` bfloat16 where ``device`` computes in it
+    natively (a CUDA card with bfloat16, a CPU with AVX512-BF16 or AMX-BF16), else float16 on CUDA and float32 on
+    the CPU."""
+    if setting != "auto":
+        return setting
+    if str(device).startswith("cuda"):
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+    return "bfloat16" if cpu_multiplies_bfloat16() else "float32"
+
+
 def load_model(
     path: str | os.PathLike,
     device: str = "cpu",
@@ -150,7 +169,9 @@ def load_model(
     """Load model and processor from a local directory (never from a hub), in eval mode without parameter grads,
     with the adapter of its family (config.json's ``model_type``), on ``device``, or spread by accelerate over the
     devices of ``device_map`` (e.g. "auto": a model larger than one GPU; inputs then go to its first device),
-    weights mapped to "disk" kept in ``offload_folder``.
+    weights mapped to "disk" kept in ``offload_folder``; ``dtype`` may be "auto" (``model_dtype``). In bfloat16
+    on the CPU attention runs eager: torch's CPU flash attention is slower there (about 10 % a caption, and its
+    backward, which GradCAM runs, was 40 % of a bfloat16 training step).
 
     Raises ModelError (one line naming the directory or module) for a missing or incomplete directory, a family
     without an adapter or refused (Q-Former), or a decoder without per-layer ``mlp.act_fn`` modules.
@@ -162,6 +183,9 @@ def load_model(
     if "image_token_index" not in config and "image_token_id" not in config:
         raise ModelError(f"{path}: config.json has no image_token_id; image features must enter as token positions")
     kwargs = {"device_map": device_map, "offload_folder": offload_folder} if device_map is not None else {}
+    dtype = model_dtype(dtype, device)
+    if dtype == "bfloat16" and device == "cpu" and device_map is None:
+        kwargs["attn_implementation"] = "eager"
     model = family.model_class().from_pretrained(path, local_files_only=True, dtype=getattr(torch, dtype), **kwargs)
     processor = family.load_processor(path, model_type)
     if device_map is None:
@@ -179,13 +203,17 @@ def load_model(
 
 
 def load_job_model(job: Any) -> LoadedModel:
-    """The model of a job: ``job.input.model`` loaded with ``job.params.model``'s device and dtype."""
+    """The model of a job: ``job.input.model`` loaded with ``job.params.model``'s device and dtype (the dtype,
+    "auto" resolved, in the job's log)."""
     opts = job.params.model
     grid = opts.get("grid")
+    device = opts.get("device", "cpu")
+    dtype = model_dtype(opts.get("dtype", "float32"), device)
+    logging.getLogger("kneurons").info("model dtype: %s", dtype)
     return load_model(
         job.input.model,
-        device=opts.get("device", "cpu"),
-        dtype=opts.get("dtype", "float32"),
+        device=device,
+        dtype=dtype,
         grid=tuple(grid) if grid else None,
         device_map=opts.get("device_map"),
         offload_folder=opts.get("offload_folder"),
