@@ -10,11 +10,11 @@ bench/train_precision.py's.
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import numpy as np
 import torch
+from train_precision import training_arguments  # this folder's: both benches read the same split
 
 from kneurons.coco import image_records, load_coco, read_image
 from kneurons.inpaint import remove_objects
@@ -29,12 +29,7 @@ from kneurons.synth.captioner import (
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--annotations", default="results/synth/annotations/instances_train.json")
-    ap.add_argument("--images", default="results/synth/train")
-    ap.add_argument("--prompt", default="<image>The image shows a")
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--steps", type=int, default=200)
+    ap = training_arguments(__doc__.splitlines()[0], steps=200)
     ap.add_argument("--records", type=int, default=6000)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)

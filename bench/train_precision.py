@@ -45,13 +45,20 @@ def ms_per_step(model, batch: dict, labels: torch.Tensor, precision: str, steps:
     return (time.perf_counter() - t0) / steps * 1e3
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def training_arguments(description: str, steps: int) -> argparse.ArgumentParser:
+    """The arguments of a training bench (this one, bench/train_inputs.py): the training split, the prompt, torch
+    threads (1) and steps."""
+    ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--annotations", default="results/synth/annotations/instances_train.json")
     ap.add_argument("--images", default="results/synth/train")
     ap.add_argument("--prompt", default="<image>The image shows a")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--steps", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=steps)
+    return ap
+
+
+def main() -> None:
+    ap = training_arguments(__doc__.splitlines()[0], steps=8)
     ap.add_argument("--batch", type=int, default=64)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
