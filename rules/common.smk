@@ -68,7 +68,8 @@ if workflow.is_main_process:
     problems += filter(None, [model_family_problem(MODEL)])
     if problems:
         sys.exit("\n".join(f"kneurons: {p}" for p in problems))
-    for line in discard_interrupted(interrupted_outputs()) + discard_dump_dirs(
+    dry = workflow.output_settings.dryrun
+    for line in discard_interrupted(interrupted_outputs(), dry) + discard_dump_dirs(
         incomplete_dumps(
             glob.glob("results/activations/*/") + glob.glob("results/gradcam/*/")
         )

@@ -329,6 +329,8 @@ def test_outputs_of_jobs_a_killed_run_never_recorded_are_found_from_snakemakes_o
     (tmp_path / ".snakemake/locks/0.input.lock").write_text("")  # a running instance's: none of this run's
     assert interrupted_outputs() == []
     (tmp_path / ".snakemake/locks/0.input.lock").unlink()
+    assert discard_interrupted(found, dry_run=True)[0].endswith("a run (not a dry run) recomputes it")
+    assert all(p.exists() for p in found)
     lines = discard_interrupted(found)
     assert lines[0].endswith("never recorded as finished; recomputed") and len(lines) == 2
     assert not any(p.exists() for p in found)
@@ -365,13 +367,23 @@ def test_sigkill_at_three_points_then_resume_reruns_only_unfinished_jobs_and_giv
     assert not rerun, f"finished jobs rerun after a kill: {rerun}"
     assert assert_same_outputs(run_dir, work) > 100
 
-    # A dump truncated afterwards (a bad disk, a partial copy) is found before any job and recomputed.
+    # An output whose job a killed run never recorded as finished (Snakemake's marker, as Snakemake names it) is
+    # listed by a dry run and left in place, then recomputed by a run; so is a dump truncated afterwards (a bad
+    # disk, a partial copy), found before any job.
     dump = next((work / "results/activations").glob("*/*.h5"))
-    dump.write_bytes(dump.read_bytes()[:4096])
+    gradcam = Path("results/gradcam") / dump.parent.name
+    marker = work / ".snakemake/incomplete" / base64.urlsafe_b64encode(str(gradcam).encode()).decode()
+    marker.write_text(json.dumps({"external_jobid": None}))
     target = f"results/neurons/ours/{dump.parent.name}"  # its target's dumps and the sets made from them
+    dry = snakemake(work, "-n", str(dump.parent.relative_to(work)), target)
+    assert f"{gradcam}: left by a job that an interrupted run never recorded as finished; a run (not" in dry.stderr
+    assert (work / gradcam).is_dir() and marker.exists()
+    dump.write_bytes(dump.read_bytes()[:4096])
     proc = snakemake(work, "--cores", "2", str(dump.parent.relative_to(work)), target)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"{dump.relative_to(work)}: truncated or incomplete HDF5 dump" in proc.stderr
-    assert job_counts(proc.stdout + proc.stderr) == {"activations": 1, "neurons_ours": 1}
-    for path in [dump, *(work / target).iterdir()]:
+    assert f"{gradcam}: left by a job that an interrupted run never recorded as finished; recomputed" in proc.stderr
+    assert job_counts(proc.stdout + proc.stderr) == {"activations": 1, "gradcam": 1, "neurons_ours": 1}
+    assert not _snakemake_records(work, "incomplete")
+    for path in [dump, *(work / gradcam).iterdir(), *(work / target).iterdir()]:
         assert path.read_bytes() == (run_dir / path.relative_to(work)).read_bytes()
