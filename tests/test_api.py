@@ -148,7 +148,7 @@ def test_logprob_is_log_softmax_of_a_plain_forward(kn, sample):
     ids = inputs["input_ids"][0].tolist()
     j = ids.index(tok.convert_tokens_to_ids(k.split()[0]))  # the word's first token, found by id
     with torch.no_grad():
-        logits = kn.loaded.model(**inputs).logits[0, j - 1]
+        logits = kn.loaded.model(**inputs).logits[0, j - 1].float()  # the softmax in float32 whatever the dtype
     assert got == pytest.approx(float(torch.log_softmax(logits, -1)[ids[j]]), abs=1e-5)
     with kn.ablate([(0, u) for u in range(kn.loaded.d_ff)]):
         assert kn.logprob(image, caption, k) != pytest.approx(got, abs=1e-4)
