@@ -17,7 +17,6 @@ import torch
 from train_precision import training_arguments  # this folder's: both benches read the same split
 
 from kneurons.coco import image_records, load_coco, read_image
-from kneurons.inpaint import remove_objects
 from kneurons.synth.captioner import (
     CaptionerSettings,
     TrainingInputs,
@@ -25,6 +24,8 @@ from kneurons.synth.captioner import (
     build_tokenizer,
     record_caption,
     training_batch,
+    training_draws,
+    training_example,
 )
 
 
@@ -40,21 +41,13 @@ def main() -> None:
     processor = build_processor(tokenizer, settings)
     prompt_len = len(processor(images=images[:1], text=[args.prompt])["input_ids"][0])
     rng = np.random.default_rng(settings.seed)
-    draws = [
-        [
-            (int(i), int(rng.integers(len(records[i].annotations))) if rng.random() < settings.inpaint_prob else None)
-            for i in rng.integers(0, len(records), settings.batch_size)
-        ]
-        for _ in range(args.steps)
-    ]
-    inpainted: dict = {}
+    draws = [training_draws(rng, records, settings) for _ in range(args.steps)]
+    examples: dict = {}  # each example made once, before the timings: both ways time the processor alone
 
     def example(key: tuple[int, int | None]) -> tuple[np.ndarray, str]:
-        i, removed = key
-        img = images[i]
-        if removed is not None:  # inpainted once for both ways, outside the timings
-            img = inpainted.setdefault(key, remove_objects(img, [records[i].annotations[removed]], "box", dilate=1))
-        return img, f"{args.prompt} {record_caption(records[i], removed)}{tokenizer.eos_token}"
+        if key not in examples:
+            examples[key] = training_example(records[key[0]], images[key[0]], key[1], args.prompt, tokenizer.eos_token)
+        return examples[key]
 
     for keys in draws:
         for key in keys:

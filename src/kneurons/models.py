@@ -184,6 +184,7 @@ def load_model(
         raise ModelError(f"{path}: config.json has no image_token_id; image features must enter as token positions")
     kwargs = {"device_map": device_map, "offload_folder": offload_folder} if device_map is not None else {}
     dtype = model_dtype(dtype, device)
+    logging.getLogger("kneurons").info("model dtype: %s", dtype)  # "auto" resolved, in a job's log
     if dtype == "bfloat16" and device == "cpu" and device_map is None:
         kwargs["attn_implementation"] = "eager"
     model = family.model_class().from_pretrained(path, local_files_only=True, dtype=getattr(torch, dtype), **kwargs)
@@ -203,17 +204,13 @@ def load_model(
 
 
 def load_job_model(job: Any) -> LoadedModel:
-    """The model of a job: ``job.input.model`` loaded with ``job.params.model``'s device and dtype (the dtype,
-    "auto" resolved, in the job's log)."""
+    """The model of a job: ``job.input.model`` loaded with ``job.params.model``'s device and dtype."""
     opts = job.params.model
     grid = opts.get("grid")
-    device = opts.get("device", "cpu")
-    dtype = model_dtype(opts.get("dtype", "float32"), device)
-    logging.getLogger("kneurons").info("model dtype: %s", dtype)
     return load_model(
         job.input.model,
-        device=device,
-        dtype=dtype,
+        device=opts.get("device", "cpu"),
+        dtype=opts.get("dtype", "float32"),
         grid=tuple(grid) if grid else None,
         device_map=opts.get("device_map"),
         offload_folder=opts.get("offload_folder"),

@@ -102,9 +102,9 @@ def interrupted_outputs(state_dir: str | os.PathLike = ".snakemake") -> list[Pat
 def discard_interrupted(outputs: Iterable[Path], dry_run: bool = False) -> list[str]:
     """Remove the ``outputs`` of interrupted jobs (files or directories), so that Snakemake reruns their jobs;
     one line per output. A ``dry_run`` removes nothing and says that a run will."""
+    done = "a run (not a dry run) recomputes it" if dry_run else "recomputed"
     lines = []
     for path in outputs:
-        done = "a run (not a dry run) recomputes it" if dry_run else "recomputed"
         lines.append(f"{path}: left by a job that an interrupted run never recorded as finished; {done}")
         if not dry_run:
             _remove(path)

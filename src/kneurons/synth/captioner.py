@@ -166,10 +166,32 @@ def training_batch(
     return batch, training_labels(batch, prompt_len)
 
 
+def training_draws(
+    rng: np.random.Generator, records: Sequence[ImageRecord], settings: CaptionerSettings
+) -> list[tuple[int, int | None]]:
+    """One training step's ``batch_size`` draws: (record index, index of the object to inpaint out, or None), a
+    removal with probability ``inpaint_prob``."""
+    return [
+        (int(i), int(rng.integers(len(records[i].annotations))) if rng.random() < settings.inpaint_prob else None)
+        for i in rng.integers(0, len(records), settings.batch_size)
+    ]
+
+
+def training_example(
+    record: ImageRecord, image: np.ndarray, removed: int | None, prompt: str, eos: str
+) -> tuple[np.ndarray, str]:
+    """A training example: the (H, W, 3) ``image`` of ``record`` with its object ``removed`` Telea-inpainted out of
+    its box (1-px dilation; None: the image as is), and its text, ``prompt``, the caption without that object and
+    ``eos``."""
+    if removed is not None:
+        image = remove_objects(image, [record.annotations[removed]], source="box", dilate=1)
+    return image, f"{prompt} {record_caption(record, removed)}{eos}"
+
+
 class TrainingInputs:
     """Each training example's own processor output, made on its first draw and kept, keyed by (record, removed
     object): its token ids (prompt + caption + EOS) and its pixels (3, H, W). Processing each batch anew cost
-    about 25 ms of a 320 ms step (one-off timing), 8 % of the training, for images it had processed before.
+    about 20 ms of a 320 ms step (bench/train_inputs.py), 6 % of the training, for images it had processed before.
 
     Pixels are kept in ``pixel_dtype``: bfloat16 under bfloat16 autocast, whose first convolution casts them so
     (the same bits as processing anew, half the memory of float32), else float32."""
@@ -246,21 +268,13 @@ def train_captioner(
     prompt_len = len(processor(images=[images[0]], text=[prompt])["input_ids"][0])
     inputs = TrainingInputs(processor, prompt_len, torch.bfloat16 if precision == "bfloat16" else torch.float32)
 
-    def example(key: tuple[int, int | None]) -> tuple[np.ndarray, str]:
-        """The image of record i with object ``removed`` inpainted (once: then kept as processed), and its text."""
+    def example(key: tuple[int, int | None]) -> tuple[np.ndarray, str]:  # asked once per key: then kept processed
         i, removed = key
-        rec, img = records[i], images[i]
-        if removed is not None:
-            img = remove_objects(img, [rec.annotations[removed]], source="box", dilate=1)
-        return img, f"{prompt} {record_caption(rec, removed)}{tokenizer.eos_token}"
+        return training_example(records[i], images[i], removed, prompt, tokenizer.eos_token)
 
     t0, loss_avg = time.time(), None
     for step in range(s.steps):
-        keys = []
-        for i in rng.integers(0, len(records), s.batch_size):
-            removed = int(rng.integers(len(records[i].annotations))) if rng.random() < s.inpaint_prob else None
-            keys.append((int(i), removed))
-        loss = training_loss(model, *inputs.batch(keys, example), precision)
+        loss = training_loss(model, *inputs.batch(training_draws(rng, records, s), example), precision)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
