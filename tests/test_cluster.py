@@ -13,8 +13,7 @@ from tests.helpers import REPO, kneurons_lines, snakemake
 PAPER = REPO / "config" / "coco2017-llava15.yaml"
 GPU_RULES = {
     "caption_candidates",
-    "activations",
-    "gradcam",
+    "dumps",
     "reference_captions",
     "perturb",
     "decoded_neurons",

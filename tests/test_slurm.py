@@ -23,7 +23,7 @@ PROFILE = REPO / "profiles" / "slurm"
 _DEFAULTS = yaml.safe_load(DEFAULT_CONFIG.read_text())
 LOCAL_THREADS = _DEFAULTS["threads"]  # what the local run's model jobs use
 TRAIN_THREADS = _DEFAULTS["captioner"]["threads"]  # and its training
-MODEL_RULES = ("train_captioner", "evaluate_captioner", "caption_candidates", "activations", "gradcam",
+MODEL_RULES = ("train_captioner", "evaluate_captioner", "caption_candidates", "dumps",
                "reference_captions", "perturb", "decoded_neurons", "table3")  # fmt: skip
 
 
@@ -168,7 +168,7 @@ def test_the_workflow_runs_as_slurm_jobs_resumes_after_ctrl_c_and_equals_the_loc
     assert local <= {"all"}, local
     done = [rule for rule, state in completed_jobs(since) if state == "COMPLETED"]
     expected_rules = {"synth_split", "train_captioner", "evaluate_captioner", "knowledge", "check_images", "inpaint",
-                      "caption_candidates", "select_samples", "sample_table", "activations", "gradcam",
+                      "caption_candidates", "select_samples", "sample_table", "dumps",
                       "neurons_ours", "neurons_baseline", "neurons_stage1", "neurons_control", "neuron_summary",
                       "noise_scale", "reference_captions", "perturb", "table2", "table3", "restoration",
                       "pairwise", "dose_response", "layer_distribution", "heatmaps", "decoded_neurons",

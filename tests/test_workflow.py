@@ -345,7 +345,7 @@ def test_sigkill_at_three_points_then_resume_reruns_only_unfinished_jobs_and_giv
     stopped = work / "stopped"  # written by the job tests/stop_point stops (its temporary, then its output)
     kill_points = [
         (lambda: _exists(work, "results/logs/train_captioner.log", "step 51/"), ""),  # training under way
-        (stopped.exists, "activations"),  # a dump job inside its write: one HDF5 file of its temporary renamed
+        (stopped.exists, "dumps"),  # a dump job inside its write: one HDF5 file of its temporary renamed
         (stopped.exists, "perturb"),  # a perturbation job with its whole temporary written, before the rename
     ]
     finished: dict[str, tuple[int, int]] = {}
@@ -383,7 +383,7 @@ def test_sigkill_at_three_points_then_resume_reruns_only_unfinished_jobs_and_giv
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"{dump.relative_to(work)}: truncated or incomplete HDF5 dump" in proc.stderr
     assert f"{gradcam}: left by a job that an interrupted run never recorded as finished; recomputed" in proc.stderr
-    assert job_counts(proc.stdout + proc.stderr) == {"activations": 1, "gradcam": 1, "neurons_ours": 1}
+    assert job_counts(proc.stdout + proc.stderr) == {"dumps": 1, "neurons_ours": 1}
     assert not _snakemake_records(work, "incomplete")
     for path in [dump, *(work / gradcam).iterdir(), *(work / target).iterdir()]:
         assert path.read_bytes() == (run_dir / path.relative_to(work)).read_bytes()

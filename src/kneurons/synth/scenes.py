@@ -75,8 +75,10 @@ class Scene:
 
 def _jitter(rng: np.random.Generator, color: Color, amount: int = 18) -> Color:
     """A base RGB color moved by up to ``amount`` per channel."""
-    c = np.clip(np.asarray(color) + rng.integers(-amount, amount + 1, 3), 0, 255)
-    return int(c[0]), int(c[1]), int(c[2])
+    r, g, b = (
+        min(255, max(0, int(c) + int(d))) for c, d in zip(color, rng.integers(-amount, amount + 1, 3), strict=True)
+    )
+    return r, g, b  # Python integers: 800,000 calls for the default's train split, where np.clip cost seconds
 
 
 def _noise(rng: np.random.Generator, size: int, base: Color, sigma: float) -> np.ndarray:
