@@ -2,7 +2,8 @@
 ViT-L/14-336 tower, P = 576; and the same tower at 112 px, P = 64), nothing downloaded. For each P and dtype it
 measures per-caption ``generate`` (transformers, one row at a time) against the project's batched perturbation
 path (ms per caption and their ratio), the prompt pass's FLOPs against the card's peak (a large matmul in that
-dtype: how far from the roofline), and the peak memory of each model rule's work (activations, GradCAM, perturb).
+dtype: how far from the roofline), and the peak memory of each model rule's work (activations and GradCAM, both
+in rule dumps, which peaks at the larger of the two; perturb).
 It writes one JSON (default bench/results/gpu_scale.json).
 
 Usage: python bench/gpu_scale.py [--device cuda] [--dtypes float16 bfloat16] [--rows 256] [--batch 64]
