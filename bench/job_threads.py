@@ -2,7 +2,7 @@
 side on one thread each (the default's ``threads: 1``), same work, same run. Each job is a fresh interpreter, as
 Snakemake starts it, so its start-up (imports, model load) is in the wall time.
 
-Usage: python bench/job_threads.py [--work perturb|train] [--model results/model/captioner] [--repeats 1]
+Usage: python bench/job_threads.py [--work perturb|train] [--model models/embedded-captioner] [--repeats 1]
 - ``perturb``: each job captions the same perturbed rows (every noise level and zero-ablation) in batches of 64.
 - ``train``: each job runs training steps (forward, backward, AdamW, in the training's precision) of the captioner
   on a batch of 64 images, or, side by side, on its half of the batch: the most data-parallel training on two
@@ -73,7 +73,7 @@ def wall(argv: list[str], jobs: list[tuple[int, int]]) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", choices=["perturb", "train"], default="perturb")
-    ap.add_argument("--model", default="results/model/captioner")
+    ap.add_argument("--model", default="models/embedded-captioner")
     ap.add_argument("--annotations", default="results/synth/annotations/instances_val.json")
     ap.add_argument("--images", default="results/synth/val")
     ap.add_argument("--prompt", default="<image>The image shows a")

@@ -2,7 +2,7 @@
 previous batched path (``generate`` on batches: every row decodes until the longest caption of its batch ends) and
 the current batched path (kneurons' greedy loop: a row leaves the batch when its caption ends).
 
-Usage: python bench/perturb_throughput.py [--model results/model/captioner] [--rows 256] [--batch 64] [--threads 1]
+Usage: python bench/perturb_throughput.py [--model models/embedded-captioner] [--rows 256] [--batch 64] [--threads 1]
        [--levels 2 5 10 20 50] [--scale 0.12] [--naive-rows 64]
 Needs a trained model directory and a COCO-format split (the default run's results/ has both). Rows mix every noise
 level (in units of the reference scale --scale) and zero-ablation on a set of 3 units per layer. Prints ms per
@@ -36,7 +36,7 @@ def generate_all_rows(
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="results/model/captioner")
+    ap.add_argument("--model", default="models/embedded-captioner")
     ap.add_argument("--annotations", default="results/synth/annotations/instances_val.json")
     ap.add_argument("--images", default="results/synth/val")
     ap.add_argument("--prompt", default="<image>The image shows a")

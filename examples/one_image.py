@@ -20,7 +20,7 @@ from kneurons.coco import image_records, load_coco
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="results/model/captioner")
+    ap.add_argument("--model", default="models/embedded-captioner")
     ap.add_argument("--annotations", default="results/synth/annotations/instances_val.json")
     ap.add_argument("--images", default="results/synth/val")
     ap.add_argument("--knowledge", default="bear")

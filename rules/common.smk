@@ -16,13 +16,12 @@ from kneurons.neuronsets import BASELINES, SHADOWED, SET_KINDS
 from kneurons.protocol import Protocol
 from kneurons.samples import unslug
 from kneurons.selection import read_knowledge
-
-TRAINED_MODEL = "results/model/captioner"
-SYNTH_SPLITS = {"train": 1, "val": 2}
+from kneurons.synth.record import shipped_model_problem, trained_here
+from kneurons.synth.scenes import SPLIT_SEED_OFFSETS
 
 
 wildcard_constraints:
-    split="|".join(SYNTH_SPLITS),
+    split="|".join(SPLIT_SEED_OFFSETS),
     k="[A-Za-z0-9_+-]+",
     method="|".join(SHADOWED),
     kind="|".join(SET_KINDS),
@@ -42,6 +41,11 @@ DATA = {
     "images": config["data"]["images"],
 }
 MODEL = config["model"]["path"]
+# The embedded captioner: trained by rule train_captioner (captioner.train), or shipped with its training record
+# (models/embedded-captioner); either is evaluated on the synthetic held-out split before any knowledge job.
+TRAIN = config["captioner"]["train"]
+TRAINED_MODEL = "results/model/captioner"
+EMBEDDED = TRAIN or trained_here(MODEL)
 # The perturbation settings of rules reference_captions and perturb, built once from the config.
 PROTOCOL = Protocol.from_config(config).settings()
 # Rule perturb's restoration outputs, when the protocol restores: each set kind's and the bounds', per target.
@@ -62,10 +66,17 @@ if workflow.is_main_process:
     # as finished and dumps left truncated (both recomputed).
     problems = missing_paths(
         config,
-        [p for s in SYNTH_SPLITS for p in synth_split_files(s).values()]
-        + [TRAINED_MODEL],
+        [p for s in SPLIT_SEED_OFFSETS for p in synth_split_files(s).values()]
+        + ([MODEL] if TRAIN else []),
     )
     problems += filter(None, [model_family_problem(MODEL)])
+    if TRAIN and os.path.normpath(MODEL) != TRAINED_MODEL:
+        problems.append(
+            f"config error at model.path: captioner.train trains into {TRAINED_MODEL}, not {MODEL}: set model.path"
+            f" to {TRAINED_MODEL} (config/train-captioner.yaml does) or captioner.train to false"
+        )
+    if not TRAIN:
+        problems += filter(None, [shipped_model_problem(MODEL, config)])
     if problems:
         sys.exit("\n".join(f"kneurons: {p}" for p in problems))
     dry = workflow.output_settings.dryrun
@@ -169,6 +180,6 @@ def final_outputs():
     ]
     if PROTOCOL["restoration"]:
         outputs.append("results/tables/restoration.csv")
-    if MODEL == TRAINED_MODEL:
+    if EMBEDDED:
         outputs.append("results/model/eval.json")
     return outputs

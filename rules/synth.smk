@@ -10,37 +10,43 @@ rule synth_split:
     conda:
         "../envs/kneurons.yaml"
     params:
-        seed=lambda w: config["synth"]["seed"] + SYNTH_SPLITS[w.split],
+        seed=lambda w: config["synth"]["seed"] + SPLIT_SEED_OFFSETS[w.split],
         n_images=lambda w: config["synth"][f"{w.split}_images"],
         synth=config["synth"],
     script:
         "../workflow/scripts/synth_split.py"
 
 
-rule train_captioner:
-    input:
-        **synth_split_files("train"),
-    output:
-        directory(TRAINED_MODEL),
-    log:
-        "results/logs/train_captioner.log",
-    conda:
-        "../envs/kneurons.yaml"
-    threads: config["captioner"]["threads"]
-    params:
-        settings=lambda w: {
-            k: v for k, v in config["captioner"].items() if k != "threads"
-        }
-        | {"image_size": config["synth"]["image_size"]},
-        prompt=config["prompt"],
-    script:
-        "../workflow/scripts/train_captioner.py"
+if config["captioner"]["train"]:
+
+    # Only with captioner.train (config/train-captioner.yaml): otherwise model.path is the shipped captioner.
+    rule train_captioner:
+        input:
+            **synth_split_files("train"),
+        output:
+            directory(TRAINED_MODEL),
+        log:
+            "results/logs/train_captioner.log",
+        conda:
+            "../envs/kneurons.yaml"
+        threads: config["captioner"]["threads"]
+        params:
+            settings=lambda w: {
+                k: v
+                for k, v in config["captioner"].items()
+                if k not in ("threads", "train")
+            }
+            | {"image_size": config["synth"]["image_size"]},
+            prompt=config["prompt"],
+            record={"captioner": config["captioner"], "synth": config["synth"]},
+        script:
+            "../workflow/scripts/train_captioner.py"
 
 
 rule evaluate_captioner:
     input:
         **synth_split_files("val"),
-        model=TRAINED_MODEL,
+        model=MODEL,
     output:
         report("results/model/eval.json", category="Captioner"),
     log:

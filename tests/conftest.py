@@ -52,12 +52,33 @@ def tiny_model_dir(tmp_path_factory, tiny_split) -> Path:
 
 
 @pytest.fixture(scope="session")
-def run_dir(tmp_path_factory) -> Path:
-    """The whole workflow on config/test.yaml, run locally with 2 cores (tests/test_workflow.py, test_slurm.py)."""
+def run_dir(tmp_path_factory, worker_id) -> Path:
+    """The whole workflow on config/test.yaml, run locally with 2 cores (tests/test_workflow.py, test_resume.py,
+    test_slurm.py, test_api.py), once per test session: under pytest-xdist the first worker to ask makes it and
+    the others wait on a file lock, then read the same directory (a failed run is reported to each)."""
+    from filelock import FileLock
+
     from tests.helpers import snakemake
 
-    workdir = tmp_path_factory.mktemp("run")
-    proc = snakemake(workdir, "--cores", "2")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    (workdir / "console.txt").write_text(proc.stdout + proc.stderr)  # what the user saw
+    shared = tmp_path_factory.getbasetemp() if worker_id == "master" else tmp_path_factory.getbasetemp().parent
+    workdir, failed = shared / "run", shared / "run.failed"
+    with FileLock(shared / "run.lock"):
+        if not (workdir / "console.txt").exists() and not failed.exists():
+            workdir.mkdir()
+            proc = snakemake(workdir, "--cores", "2")
+            if proc.returncode != 0:
+                failed.write_text(proc.stderr[-3000:])
+            else:
+                (workdir / "console.txt").write_text(proc.stdout + proc.stderr)  # what the user saw
+    assert not failed.exists(), failed.read_text()
     return workdir
+
+
+# The files whose tests take longest, first: pytest-xdist (--dist loadfile) hands whole files to its workers in this
+# order (two each to begin with), so the SLURM run and the test config's run start at once on the two workers.
+SLOW_FIRST = ("test_slurm.py", "test_workflow.py", "test_families.py", "test_resume.py")
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(SLOW_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(SLOW_FIRST)))  # stable: each file keeps its order

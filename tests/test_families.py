@@ -265,6 +265,7 @@ def test_the_workflow_runs_on_a_tiny_minigpt4_it_converts_itself(tmp_path):
     paths = {k: str(getattr(sources, k)) for k in ("vit", "checkpoint", "llm", "vision_config")}
     overlay.write_text(yaml.safe_dump({
         "model": {"path": "results/model/minigpt4", "convert": {"family": "minigpt4", **paths}},
+        "captioner": {"train": False},  # the test config trains its captioner: this run converts its model instead
         "prompt": PROMPTS["minigpt4"],
         "knowledge": ["bear"],
         "samples": {"per_knowledge": 2, "max_candidates": 4},

@@ -2,7 +2,7 @@
 workflow's rules call (inpainting, captions, dumps' statistics, the two-stage filter, the baselines, the controls,
 the perturbation hooks, the heatmaps, the decoded neurons).
 
-    kn = KnowledgeNeurons.load("results/model/captioner")
+    kn = KnowledgeNeurons.load("models/embedded-captioner")
     found = kn.find("bear.jpg", "bear", box=[12, 30, 40, 28])
     with kn.ablate(found.neurons("ours")):
         print(kn.caption(["bear.jpg"]))

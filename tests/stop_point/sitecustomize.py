@@ -1,5 +1,8 @@
-"""A known kill point for the resume test (tests/test_workflow.py), loaded by every Python process that has this
-folder on PYTHONPATH and idle unless KNEURONS_STOP_AT is set to ``<script>|<marker file>``.
+"""Two test-only hooks, loaded by every Python process that has this folder on PYTHONPATH, each idle unless its
+variable is set: a known kill point (KNEURONS_STOP_AT) and the SLURM test's status-check cap (below).
+
+A known kill point for the resume tests (tests/test_workflow.py, test_slurm.py): KNEURONS_STOP_AT is
+``<script>|<marker file>``.
 
 Then a workflow job running ``workflow/scripts/<script>.py`` stops at its first ``os.replace`` (the moment a
 finished temporary file or directory is renamed onto its final name: a dump's first HDF5 file inside its
@@ -28,3 +31,36 @@ if _SPEC and sys.argv and sys.argv[0].endswith(f".{_SPEC.split('|')[0]}.py"):
             time.sleep(60)
 
     os.replace = _stop_before_replace
+
+# The SLURM test's status checks (tests/test_slurm.py): snakemake-executor-plugin-slurm adds 10 s to the wait before
+# its next sacct query each time a query finds no job finished, up to 180 s, a back-off sized for a shared cluster's
+# scheduler; on the one-node test cluster, whose jobs take seconds, it only waits. With KNEURONS_STATUS_CHECK_CAP set
+# (seconds), the wait never grows past it. The profile a site uses (profiles/slurm) is not touched.
+_CAP = os.environ.get("KNEURONS_STATUS_CHECK_CAP", "")
+if _CAP:
+    import importlib.abc
+    import importlib.util
+
+    class _CappedStatusChecks(importlib.abc.MetaPathFinder):
+        """Caps RemoteExecutor.next_seconds_between_status_checks (the interface every remote executor shares) as
+        its module is imported."""
+
+        MODULE = "snakemake_interface_executor_plugins.executors.remote"
+
+        def find_spec(self, name, path, target=None):
+            if name != self.MODULE:
+                return None
+            sys.meta_path.remove(self)
+            spec = importlib.util.find_spec(name)
+            run_module = spec.loader.exec_module
+
+            def exec_module(module):
+                run_module(module)
+                wait = module.RemoteExecutor.next_seconds_between_status_checks
+                capped = wait.setter(lambda executor, value: wait.fset(executor, min(value, float(_CAP))))
+                module.RemoteExecutor.next_seconds_between_status_checks = capped
+
+            spec.loader.exec_module = exec_module
+            return spec
+
+    sys.meta_path.insert(0, _CappedStatusChecks())

@@ -34,6 +34,7 @@ from kneurons.coco import ImageRecord, read_image
 from kneurons.inpaint import remove_objects
 from kneurons.io import atomic_path
 from kneurons.models import model_dtype
+from kneurons.synth.record import TRAINING_SUMMARY
 
 SPECIAL_TOKENS = ("<pad>", "<unk>", "<s>", "</s>", "<image>")
 
@@ -238,7 +239,12 @@ def _lr_factor(step: int, settings: CaptionerSettings) -> float:
 
 
 def train_captioner(
-    records: list[ImageRecord], prompt: str, out_dir: str | os.PathLike, settings: CaptionerSettings, log=print
+    records: list[ImageRecord],
+    prompt: str,
+    out_dir: str | os.PathLike,
+    settings: CaptionerSettings,
+    log=print,
+    provenance: dict | None = None,
 ) -> dict:
     """Train the captioner on ``records`` (synthetic COCO images) and save it with save_pretrained to ``out_dir``.
 
@@ -247,7 +253,8 @@ def train_captioner(
     Loss only on the caption continuation and EOS. The forward pass runs in ``training_precision(settings.precision)``
     (bfloat16 autocast with eager attention, or float32); weights, gradients and AdamW state are float32.
     ``log`` gets a progress line every 50 steps (the workflow shows it on the console). Returns the training
-    summary (settings, parameter count, wall time, final loss).
+    summary (settings, parameter count, wall time, final loss), saved as training.json with ``provenance`` (the
+    training record, kneurons.synth.record) under its own key.
     """
     s = settings
     torch.manual_seed(s.seed)
@@ -300,6 +307,6 @@ def train_captioner(
             "torch_threads": torch.get_num_threads(),
             "precision": precision,
             "final_loss": round(loss_avg, 4),
-        }
-        (Path(tmp) / "training.json").write_text(json.dumps(summary, indent=1))
+        } | ({"provenance": provenance} if provenance is not None else {})
+        (Path(tmp) / TRAINING_SUMMARY).write_text(json.dumps(summary, indent=1))
     return summary

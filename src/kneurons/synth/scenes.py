@@ -7,8 +7,10 @@ as JPEG files plus a COCO instances JSON that ``pycocotools.coco.COCO`` loads. T
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import cv2
@@ -301,6 +303,72 @@ def mask_polygons(mask: np.ndarray) -> list[list[float]]:
     return [[float(v) for v in c.reshape(-1)] for c in contours if len(c) >= 3]
 
 
+# Bump when a change to the scenes (sprites, backgrounds, placement, the random draws) changes what a seed makes:
+# the shipped captioner's training record names the version its training split was drawn with.
+GENERATOR_VERSION = 1
+# Each split's seed is synth.seed plus its offset (rule synth_split).
+SPLIT_SEED_OFFSETS = {"train": 1, "val": 2}
+
+
+def split_scenes(
+    n_images: int, seed: int, image_size: int, max_objects: int, margin: int
+) -> Iterator[tuple[Scene, dict, list[dict]]]:
+    """The scenes of a split in order: (scene, its COCO image entry, its COCO annotations), image ids 1..n_images
+    and annotation ids counted from 1 across the split."""
+    rng = np.random.default_rng(seed)
+    n_annotations = 0
+    for image_id in range(1, n_images + 1):
+        scene = render_scene(rng, image_size, max_objects, margin)
+        image = {
+            "id": image_id,
+            "file_name": f"{image_id:012d}.jpg",
+            "height": image_size,
+            "width": image_size,
+            "background": scene.background_name,
+        }
+        annotations = []
+        for obj in scene.objects:
+            n_annotations += 1
+            annotations.append(
+                {
+                    "id": n_annotations,
+                    "image_id": image_id,
+                    "category_id": obj.category.id,
+                    "bbox": [float(v) for v in obj.bbox],
+                    "segmentation": mask_polygons(obj.mask),
+                    "area": float(obj.mask.sum()),
+                    "iscrowd": 0,
+                }
+            )
+        yield scene, image, annotations
+
+
+def coco_dataset(seed: int, images: list[dict], annotations: list[dict]) -> dict:
+    """The COCO instances dict of a split."""
+    return {
+        "info": {"description": "kneurons synthetic scenes", "seed": seed},
+        "images": images,
+        "annotations": annotations,
+        "categories": [{"id": c.id, "name": c.name, "supercategory": c.supercategory} for c in CATEGORIES],
+    }
+
+
+def split_annotations(n_images: int, seed: int, image_size: int, max_objects: int, margin: int, **_: object) -> dict:
+    """The COCO instances dict ``write_split`` writes for these settings, without writing any image (the scenes
+    are drawn, the JPEGs not encoded). Extra keyword arguments (a whole ``synth`` config section) are ignored."""
+    images, annotations = [], []
+    for _scene, image, anns in split_scenes(n_images, seed, image_size, max_objects, margin):
+        images.append(image)
+        annotations += anns
+    return coco_dataset(seed, images, annotations)
+
+
+def annotations_digest(coco: dict) -> str:
+    """SHA-256 of a COCO dict's canonical JSON (sorted keys, no spaces): equal dicts, equal digests, however the
+    file was indented."""
+    return hashlib.sha256(json.dumps(coco, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
 def write_split(
     out_json: str | os.PathLike,
     image_dir: str | os.PathLike,
@@ -315,41 +383,14 @@ def write_split(
 
     Each image also records its background name under ``image["background"]`` (a COCO-compatible extra key).
     """
-    rng = np.random.default_rng(seed)
     images, annotations = [], []
     with atomic_path(image_dir) as tmp_dir:
         tmp_dir.mkdir()
-        for image_id in range(1, n_images + 1):
-            scene = render_scene(rng, image_size, max_objects, margin)
-            file_name = f"{image_id:012d}.jpg"
+        for scene, image, anns in split_scenes(n_images, seed, image_size, max_objects, margin):
+            path = tmp_dir / image["file_name"]
             bgr = cv2.cvtColor(scene.image, cv2.COLOR_RGB2BGR)
-            if not cv2.imwrite(str(tmp_dir / file_name), bgr, [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality]):
-                raise OSError(f"{tmp_dir / file_name}: could not write JPEG")
-            images.append(
-                {
-                    "id": image_id,
-                    "file_name": file_name,
-                    "height": image_size,
-                    "width": image_size,
-                    "background": scene.background_name,
-                }
-            )
-            for obj in scene.objects:
-                annotations.append(
-                    {
-                        "id": len(annotations) + 1,
-                        "image_id": image_id,
-                        "category_id": obj.category.id,
-                        "bbox": [float(v) for v in obj.bbox],
-                        "segmentation": mask_polygons(obj.mask),
-                        "area": float(obj.mask.sum()),
-                        "iscrowd": 0,
-                    }
-                )
-    coco = {
-        "info": {"description": "kneurons synthetic scenes", "seed": seed},
-        "images": images,
-        "annotations": annotations,
-        "categories": [{"id": c.id, "name": c.name, "supercategory": c.supercategory} for c in CATEGORIES],
-    }
-    write_json(out_json, coco)
+            if not cv2.imwrite(str(path), bgr, [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality]):
+                raise OSError(f"{path}: could not write JPEG")
+            images.append(image)
+            annotations += anns
+    write_json(out_json, coco_dataset(seed, images, annotations))
