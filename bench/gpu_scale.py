@@ -29,7 +29,8 @@ from kneurons.families import family_for
 from kneurons.generation import image_inputs
 from kneurons.io import write_json
 from kneurons.models import LoadedModel, decoder_act_fns
-from kneurons.perturb import ABLATION, NOISE, Perturbation, layer_units, perturbed_captions
+from kneurons.perturb import layer_units, perturbed_captions
+from kneurons.protocol import ABLATION, NOISE, Perturbation
 from kneurons.synth.captioner import CaptionerSettings, build_processor, build_tokenizer
 
 # name: vision (hidden, intermediate, layers, heads, patch), decoder (hidden, intermediate, layers, heads, vocab)

@@ -30,7 +30,8 @@ def job(args: argparse.Namespace, threads: int, rows: int) -> None:
     from kneurons.coco import image_records, load_coco, read_image
     from kneurons.generation import generate_scored_batch, image_inputs
     from kneurons.models import load_model
-    from kneurons.perturb import ABLATION, NOISE, Perturbation, layer_units, perturbed_batch
+    from kneurons.perturb import layer_units, perturbed_batch
+    from kneurons.protocol import ABLATION, NOISE, Perturbation
     from kneurons.synth.captioner import record_caption, training_batch, training_loss, training_precision
 
     loaded = load_model(args.model)

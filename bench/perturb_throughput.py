@@ -20,7 +20,8 @@ import torch
 from kneurons.coco import image_records, load_coco, read_image
 from kneurons.generation import BatchContext, generate_scored_batch, image_inputs
 from kneurons.models import LoadedModel, load_model
-from kneurons.perturb import ABLATION, NOISE, Perturbation, layer_units, perturbed_batch
+from kneurons.perturb import layer_units, perturbed_batch
+from kneurons.protocol import ABLATION, NOISE, Perturbation
 
 
 @torch.inference_mode()

@@ -41,11 +41,14 @@ DATA = {
     "images": config["data"]["images"],
 }
 MODEL = config["model"]["path"]
-# The embedded captioner: trained by rule train_captioner (captioner.train), or shipped with its training record
-# (models/embedded-captioner); either is evaluated on the synthetic held-out split before any knowledge job.
+# The embedded captioner, trained by rule train_captioner (captioner.train) or shipped with its training record
+# (models/embedded-captioner), is evaluated on the synthetic held-out split before any knowledge job when that split
+# is the data (the embedded default); a model of the field, or other data, is not.
 TRAIN = config["captioner"]["train"]
 TRAINED_MODEL = "results/model/captioner"
-EMBEDDED = TRAIN or trained_here(MODEL)
+EVALUATE = (TRAIN or trained_here(MODEL)) and os.path.normpath(
+    DATA["annotations"]
+) == synth_split_files("val")["annotations"]
 # The perturbation settings of rules reference_captions and perturb, built once from the config.
 PROTOCOL = Protocol.from_config(config).settings()
 # Rule perturb's restoration outputs, when the protocol restores: each set kind's and the bounds', per target.
@@ -180,6 +183,6 @@ def final_outputs():
     ]
     if PROTOCOL["restoration"]:
         outputs.append("results/tables/restoration.csv")
-    if EMBEDDED:
+    if EVALUATE:
         outputs.append("results/model/eval.json")
     return outputs

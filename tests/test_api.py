@@ -18,7 +18,8 @@ from kneurons.dumps import image_activations
 from kneurons.errors import KneuronsError
 from kneurons.io import read_tsv_rows
 from kneurons.neuronsets import SET_KINDS
-from kneurons.perturb import Perturbation, layer_units, perturbed_captions
+from kneurons.perturb import layer_units, perturbed_captions
+from kneurons.protocol import Perturbation
 from kneurons.samples import slug
 
 from .helpers import DEFAULT_CONFIG, REPO, TEST_CONFIG

@@ -17,8 +17,8 @@ from kneurons.figures import token_map
 from kneurons.generation import collate, generate_captions, image_inputs, scored_captions
 from kneurons.logprob import continuations
 from kneurons.models import LoadedModel, load_model
-from kneurons.perturb import Perturbation, layer_units, noise_vector, patch_units, perturbed_batch, perturbed_captions
-from kneurons.protocol import Protocol
+from kneurons.perturb import layer_units, noise_vector, patch_units, perturbed_batch, perturbed_captions
+from kneurons.protocol import Perturbation, Protocol
 from kneurons.restore import every_unit, no_unit, restored_captions
 
 from .families import FAMILIES, PROMPTS, decoder_inputs, minigpt4_sources

@@ -166,7 +166,8 @@ def test_a_device_map_loads_through_accelerate_and_changes_no_result(tiny_model_
     sharded code path: each hook edits its tensor on that tensor's own device)."""
     from kneurons.dumps import gradcam
     from kneurons.logprob import continuations
-    from kneurons.perturb import Perturbation, layer_units, perturbed_captions
+    from kneurons.perturb import layer_units, perturbed_captions
+    from kneurons.protocol import Perturbation
     from kneurons.restore import restored_captions
     from kneurons.vocab import decode_neurons
 

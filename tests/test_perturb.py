@@ -12,16 +12,8 @@ from kneurons.dumps import image_activations
 from kneurons.generation import generate_captions, generate_scored_batch, prompt_inputs
 from kneurons.hooks import edit_image_activations, zero_edit
 from kneurons.models import load_model
-from kneurons.perturb import (
-    ABLATION,
-    NOISE,
-    Perturbation,
-    layer_units,
-    noise_vector,
-    perturb_units,
-    perturbed_captions,
-)
-from kneurons.protocol import Protocol
+from kneurons.perturb import layer_units, noise_vector, perturb_units, perturbed_captions
+from kneurons.protocol import ABLATION, NOISE, Perturbation, Protocol
 
 from .conftest import PROMPT
 

@@ -94,8 +94,8 @@ def test_each_changed_setting_is_named(record):
 
 
 def test_the_workflow_refuses_a_changed_captioner_section_before_any_job(tmp_path):
-    overlay = tmp_path / "steps.yaml"
-    overlay.write_text("captioner:\n  steps: 2000\n")
+    overlay = tmp_path / "steps.yaml"  # model.path is relative to the run's directory: here the repository's copy
+    overlay.write_text(f"model:\n  path: {SHIPPED}\ncaptioner:\n  steps: 2000\n")
     proc = snakemake(tmp_path, "-n", "--cores", "1", configs=(overlay,))
     assert proc.returncode != 0
     lines = kneurons_lines(proc.stdout + proc.stderr)

@@ -20,9 +20,9 @@ from snakemake_executor_plugin_slurm.partitions import get_best_partition, read_
 from tests.helpers import DEFAULT_CONFIG, REPO, TEST_CONFIG, assert_same_outputs, snakemake, stop_point_env
 
 PROFILE = REPO / "profiles" / "slurm"
-_DEFAULTS = yaml.safe_load(DEFAULT_CONFIG.read_text())
-LOCAL_THREADS = _DEFAULTS["threads"]  # what the local run's model jobs use
-TRAIN_THREADS = _DEFAULTS["captioner"]["threads"]  # and its training
+_DEFAULTS, _TEST = (yaml.safe_load(c.read_text()) for c in (DEFAULT_CONFIG, TEST_CONFIG))
+LOCAL_THREADS = _TEST.get("threads", _DEFAULTS["threads"])  # what the local run's model jobs use
+TRAIN_THREADS = (_DEFAULTS["captioner"] | _TEST["captioner"])["threads"]  # and its training
 MODEL_RULES = ("train_captioner", "evaluate_captioner", "caption_candidates", "dumps",
                "reference_captions", "perturb", "decoded_neurons", "table3")  # fmt: skip
 

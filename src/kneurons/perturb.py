@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -27,23 +26,7 @@ from kneurons.generation import (
 )
 from kneurons.hooks import edit_image_activations
 from kneurons.models import LoadedModel
-
-NOISE, ABLATION = "noise", "ablation"
-
-
-@dataclass(frozen=True)
-class Perturbation:
-    """One way to perturb a set: ``kind`` "noise" at ``level`` (a multiple of the reference scale) with ``seed``,
-    or "ablation" (O = 0 at the image positions; level and seed unused)."""
-
-    kind: str
-    level: float = 0.0
-    seed: int = 0
-
-    @property
-    def label(self) -> float | str:
-        """The perturbation's name in the tables: the noise level, or "ablation"."""
-        return self.level if self.kind == NOISE else self.kind
+from kneurons.protocol import NOISE, Perturbation
 
 
 def noise_vector(level: float, seed: int, n_positions: int) -> np.ndarray:

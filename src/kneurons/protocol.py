@@ -5,7 +5,23 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
-from kneurons.perturb import ABLATION, NOISE, Perturbation
+# Light on purpose (no torch): rules/common.smk builds the protocol while the Snakefile is parsed, in every job.
+NOISE, ABLATION = "noise", "ablation"
+
+
+@dataclass(frozen=True)
+class Perturbation:
+    """One way to perturb a set: ``kind`` "noise" at ``level`` (a multiple of the reference scale) with ``seed``,
+    or "ablation" (O = 0 at the image positions; level and seed unused)."""
+
+    kind: str
+    level: float = 0.0
+    seed: int = 0
+
+    @property
+    def label(self) -> float | str:
+        """The perturbation's name in the tables: the noise level, or "ablation"."""
+        return self.level if self.kind == NOISE else self.kind
 
 
 @dataclass(frozen=True)
