@@ -1,5 +1,7 @@
 """Job start-up: the imports of a job that needs no model (selection, neuron sets, tables, figures) against the
-imports every job paid while all stage functions lived in one module with the model code, same run.
+imports every job paid while all stage functions lived in one module with the model code; and the imports of a
+Snakefile parse (rules/common.smk's) against the same with kneurons.perturb (torch, transformers), which
+kneurons.protocol imported until session 16; same run.
 
 Usage: python bench/job_startup.py [--repeats 5]
 Each measurement is a fresh interpreter (as Snakemake starts every script job); prints the median seconds of both
@@ -17,6 +19,12 @@ import time
 LIGHT = "import kneurons.jobs, kneurons.selection, kneurons.neuronsets, kneurons.tables, kneurons.reporting"
 # the naive way: every job imports the model stages too (torch, transformers), as one stages module made it do
 NAIVE = LIGHT + ", kneurons.stages, kneurons.textmetrics"
+# what rules/common.smk imports while every Snakemake instance parses the Snakefile (a SLURM job parses it twice)
+PARSE = (
+    "import kneurons.preflight, kneurons.reporting, kneurons.samples, kneurons.neuronsets, kneurons.protocol, "
+    "kneurons.selection, kneurons.synth.record, kneurons.synth.scenes"
+)
+PARSE_NAIVE = PARSE + ", kneurons.perturb"
 
 
 def seconds(code: str) -> float:
@@ -32,9 +40,14 @@ def main() -> None:
     seconds(NAIVE)  # warm the file cache for both
     light = statistics.median(seconds(LIGHT) for _ in range(args.repeats))
     naive = statistics.median(seconds(NAIVE) for _ in range(args.repeats))
+    parse = statistics.median(seconds(PARSE) for _ in range(args.repeats))
+    parse_naive = statistics.median(seconds(PARSE_NAIVE) for _ in range(args.repeats))
     print(f"light job imports      : {light:6.2f} s (median of {args.repeats})")
     print(f"all-in-one imports     : {naive:6.2f} s (median of {args.repeats})")
     print(f"ratio                  : {naive / light:6.1f}x")
+    print(f"Snakefile parse imports: {parse:6.2f} s (median of {args.repeats})")
+    print(f"  with kneurons.perturb: {parse_naive:6.2f} s (median of {args.repeats})")
+    print(f"ratio                  : {parse_naive / parse:6.1f}x")
 
 
 if __name__ == "__main__":

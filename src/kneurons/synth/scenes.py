@@ -353,9 +353,9 @@ def coco_dataset(seed: int, images: list[dict], annotations: list[dict]) -> dict
     }
 
 
-def split_annotations(n_images: int, seed: int, image_size: int, max_objects: int, margin: int, **_: object) -> dict:
+def split_annotations(n_images: int, seed: int, image_size: int, max_objects: int, margin: int) -> dict:
     """The COCO instances dict ``write_split`` writes for these settings, without writing any image (the scenes
-    are drawn, the JPEGs not encoded). Extra keyword arguments (a whole ``synth`` config section) are ignored."""
+    are drawn, the JPEGs not encoded)."""
     images, annotations = [], []
     for _scene, image, anns in split_scenes(n_images, seed, image_size, max_objects, margin):
         images.append(image)
