@@ -10,12 +10,10 @@ from kneurons.preflight import (
     missing_paths,
     model_family_problem,
 )
-from kneurons.reporting import example_level
-from kneurons.samples import read_tsv
-from kneurons.neuronsets import BASELINES, SHADOWED, SET_KINDS
+from kneurons.names import BASELINES, BOUNDS_FILE, SHADOWED, SET_KINDS
 from kneurons.protocol import Protocol
-from kneurons.samples import unslug
-from kneurons.selection import read_knowledge
+from kneurons.reporting import example_level
+from kneurons.samples import read_knowledge, read_tsv, unslug
 from kneurons.synth.record import shipped_model_problem, trained_here
 from kneurons.synth.scenes import SPLIT_SEED_OFFSETS
 
@@ -53,10 +51,10 @@ EVALUATE = (TRAIN or trained_here(MODEL)) and os.path.normpath(
 PROTOCOL = Protocol.from_config(config).settings()
 # Rule perturb's restoration outputs, when the protocol restores: each set kind's and the bounds', per target.
 RESTORE_FILES = expand(
-    "results/perturb/restore/{kind}/{{k}}.jsonl", kind=(*SET_KINDS, "bounds")
+    "results/perturb/restore/{kind}/{{k}}.jsonl", kind=(*SET_KINDS, BOUNDS_FILE)
 )
 RESTORED = (
-    {"restored": RESTORE_FILES[:-1], "bounds": RESTORE_FILES[-1]}
+    {"restored": RESTORE_FILES[:-1], BOUNDS_FILE: RESTORE_FILES[-1]}
     if PROTOCOL["restoration"]
     else {}
 )
@@ -64,9 +62,19 @@ RESTORED = (
 ON_CUDA = str(config["model"].get("device", "cpu")).startswith("cuda")
 GPUS = config["model"].get("gpus", 1) if ON_CUDA else 0
 
+
+def damaged_outputs(dry_run):
+    """The outputs a run must discard before its jobs (they are recomputed): those of jobs a killed run started and
+    never recorded as finished, and dumps left truncated. One line each; a ``dry_run`` only lists them.
+    """
+    dumps = glob.glob("results/activations/*/") + glob.glob("results/gradcam/*/")
+    return discard_interrupted(interrupted_outputs(), dry_run) + discard_dump_dirs(
+        incomplete_dumps(dumps), dry_run
+    )
+
+
 if workflow.is_main_process:
-    # Before any job: every missing input path (one line each), then outputs of jobs a killed run never recorded
-    # as finished and dumps left truncated (both recomputed).
+    # Before any job: every missing input path (one line each).
     problems = missing_paths(
         config,
         [p for s in SPLIT_SEED_OFFSETS for p in synth_split_files(s).values()]
@@ -82,13 +90,31 @@ if workflow.is_main_process:
         problems += filter(None, [shipped_model_problem(MODEL, config)])
     if problems:
         sys.exit("\n".join(f"kneurons: {p}" for p in problems))
-    dry = workflow.output_settings.dryrun
-    for line in discard_interrupted(interrupted_outputs(), dry) + discard_dump_dirs(
-        incomplete_dumps(
-            glob.glob("results/activations/*/") + glob.glob("results/gradcam/*/")
-        )
-    ):
-        print(f"kneurons: {line}", file=sys.stderr)
+    if workflow.output_settings.dryrun:
+        for line in damaged_outputs(dry_run=True):
+            print(f"kneurons: {line}", file=sys.stderr)
+
+# Reading the workflow (a dry run, --report, --lint, --summary, --list-changes, ...) changes no file: the damaged
+# outputs are discarded only by a process about to run jobs, the first time the DAG asks for an input (the
+# Snakefile is parsed before Snakemake knows what it will do; the executor is known by then).
+DISCARDED = []
+
+
+def discard_damaged():
+    """Discard the damaged outputs (once), if this process is about to run jobs."""
+    executing = workflow.executor_plugin is not None and not (
+        workflow.dryrun or workflow.touch
+    )
+    if executing and workflow.is_main_process and not DISCARDED:
+        DISCARDED.append(True)
+        for line in damaged_outputs(dry_run=False):
+            print(f"kneurons: {line}", file=sys.stderr)
+
+
+def repaired(path):
+    """``path`` (an input), once the damaged outputs are discarded (``discard_damaged``)."""
+    discard_damaged()
+    return path
 
 
 def knowledge_name(k):
@@ -109,6 +135,7 @@ def thresholds(k):
 
 def knowledge_slugs():
     """Slugs of every knowledge target (after checkpoint `knowledge` has run)."""
+    discard_damaged()
     return [t.slug for t in read_knowledge(checkpoints.knowledge.get().output[0])]
 
 

@@ -7,7 +7,8 @@ rule dumps:
     input:
         **DATA,
         model=MODEL,
-        selected="results/samples/{k}/selected.tsv",
+        # a function: a truncated dump is discarded before this job is planned (rules/common.smk)
+        selected=lambda w: repaired(f"results/samples/{w.k}/selected.tsv"),
         inpainted="results/inpainted/{k}",
     output:
         activations=directory("results/activations/{k}"),

@@ -30,7 +30,7 @@ from kneurons.figures import HeatmapPanel, heatmap_figure
 from kneurons.generation import generate_captions
 from kneurons.inpaint import dilated, inpaint_mask, remove_objects
 from kneurons.models import LoadedModel, load_model
-from kneurons.neuronsets import BASELINES, SHADOWED, STAGE1, baseline_set, control_set, ours_set, stage1_set, two_stage
+from kneurons.neuronsets import sample_sets
 from kneurons.perturb import layer_units, noise_vector, patch_units, perturb_units
 from kneurons.reporting import strongest
 from kneurons.vocab import decode_neurons
@@ -233,21 +233,10 @@ class KnowledgeNeurons:
             cam = gradcam(self.loaded, pixels, self.prompt, text, knowledge, synonyms)
         except ValueError as e:
             raise KneuronsError(f"find: {e}; pass caption= with a caption that names it") from None
-        acts = activation_record(original, after, "compact", 0.0)
-        grads = gradcam_record(cam.gradcam, cam.unit_logit, "compact")
-        ours = ours_set(
-            acts["v_max"], grads["g_max"], settings.thresholds, settings.exclude_last_layer, knowledge, image_id
+        stats = activation_record(original, after, "compact", 0.0) | gradcam_record(
+            cam.gradcam, cam.unit_logit, "compact"
         )
-        sets = {"ours": ours}
-        for method in BASELINES:
-            sets[method] = baseline_set(
-                method, ours, grads["g_mean"], acts["o_mean"], grads["unit_logit"], settings.exclude_last_layer
-            )
-        sets[STAGE1] = stage1_set(ours, acts["v_max"])
-        for method in SHADOWED:
-            control = control_set(method, sets[method], self.loaded.d_ff)
-            sets[control["method"]] = control
-        cand = two_stage(acts["v_max"], grads["g_max"], settings.thresholds, settings.exclude_last_layer)[0]
+        sets, cand = sample_sets(stats, settings.thresholds, settings.exclude_last_layer, knowledge, image_id)
         return Finding(
             knowledge=knowledge,
             image_id=image_id,
@@ -260,11 +249,11 @@ class KnowledgeNeurons:
             original=original,
             inpainted_activations=after,
             candidates=cand,
-            v_max=acts["v_max"],
-            g_max=grads["g_max"],
-            g_mean=grads["g_mean"],
-            o_mean=acts["o_mean"],
-            unit_logit=grads["unit_logit"],
+            v_max=stats["v_max"],
+            g_max=stats["g_max"],
+            g_mean=stats["g_mean"],
+            o_mean=stats["o_mean"],
+            unit_logit=stats["unit_logit"],
             sets=sets,
         )
 

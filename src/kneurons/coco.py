@@ -220,3 +220,8 @@ def read_image(path: str | os.PathLike, size: tuple[int, int] | None = None, ima
 def read_record(record: ImageRecord) -> np.ndarray:
     """The pixels of a COCO image, checked against its annotated size (``read_image``)."""
     return read_image(record.path, (record.height, record.width), record.id)
+
+
+def records_by_id(annotations: str | os.PathLike, images: str | os.PathLike) -> dict[int, ImageRecord]:
+    """The images of a COCO split (``annotations`` JSON, ``images`` directory) by id."""
+    return {r.id: r for r in image_records(load_coco(annotations), images)}

@@ -19,6 +19,17 @@ Edit = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], None]
 
 
 @contextmanager
+def _hooked(act_fns: Sequence[nn.Module], make_hook: Callable[[int], Callable]) -> Iterator[None]:
+    """Within the block, ``make_hook(layer)`` is a forward hook on each layer's act_fn; removed on exit."""
+    handles = [m.register_forward_hook(make_hook(i)) for i, m in enumerate(act_fns)]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+@contextmanager
 def edit_image_activations(act_fns: Sequence[nn.Module], image_mask: torch.Tensor, edit: Edit) -> Iterator[None]:
     """Within the block, let ``edit`` change each layer's O[l] at the image positions of ``image_mask`` (B, T) bool
     (P_b positions in row b); the other positions keep their values."""
@@ -35,12 +46,8 @@ def edit_image_activations(act_fns: Sequence[nn.Module], image_mask: torch.Tenso
 
         return hook
 
-    handles = [m.register_forward_hook(make_hook(i)) for i, m in enumerate(act_fns)]
-    try:
+    with _hooked(act_fns, make_hook):
         yield
-    finally:
-        for h in handles:
-            h.remove()
 
 
 def zero_edit(_layer: int, output: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> None:
@@ -100,9 +107,5 @@ def capture_image_activations(
 
         return hook
 
-    handles = [m.register_forward_hook(make_hook(i)) for i, m in enumerate(act_fns)]
-    try:
+    with _hooked(act_fns, make_hook):
         yield rec
-    finally:
-        for h in handles:
-            h.remove()

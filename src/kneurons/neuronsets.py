@@ -1,17 +1,19 @@
-"""The neuron-set rules (no model): C^k and N_k from the dumps, the baselines' sets of the same size, the summary."""
+"""The neuron sets of one sample as the workflow writes them (``results/neurons/{kind}/{k}/{image_id}.json``): C^k
+and N_k from the dumps' per-neuron statistics (the two stages), the baselines' sets of the same size, the stage-1
+control and each kind's random control; and the reader of a set directory."""
 
 from __future__ import annotations
 
 import json
+import os
 import zlib
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Iterator, Mapping
+from typing import NamedTuple
 
 import numpy as np
 
-from kneurons.h5io import read_dump
-from kneurons.io import atomic_path, per_image_files, write_json, write_tsv_rows
-from kneurons.metrics import CONTROL
+from kneurons.io import per_image_files
+from kneurons.names import BASELINES, CONTROL, SHADOWED, STAGE1
 from kneurons.neurons import (
     NeuronSet,
     candidates,
@@ -23,11 +25,24 @@ from kneurons.neurons import (
     top_neurons,
 )
 
-BASELINES = ("schwettmann", "pan")
-METHODS = ("ours", *BASELINES)
-STAGE1 = "ours_stage1"  # the control of ours' second stage: |N_k| units drawn at random from C^k
-SHADOWED = (*METHODS, STAGE1)  # the set kinds with a random control
-SET_KINDS = (*SHADOWED, *(m + CONTROL for m in SHADOWED))
+# What each derived kind is drawn from: the per-neuron statistics (L, d_ff) it reads, by dump ("activations":
+# v_max = max_p V, o_mean = mean_p O'; "gradcam": g_max = max_p g, g_mean = mean_p g, unit_logit = D[:, c]).
+NEEDS = {
+    **{baseline: {"activations": ["o_mean"], "gradcam": ["g_mean", "unit_logit"]} for baseline in BASELINES},
+    STAGE1: {"activations": ["v_max"]},
+    CONTROL: {"gradcam": ["g_mean"]},
+}
+
+
+class TwoStage(NamedTuple):
+    """The two stages of one sample: C^k and N_k (L, d_ff) bool, the threshold values used and the excluded
+    layers."""
+
+    candidates: np.ndarray
+    final: np.ndarray
+    t_a: float
+    t_g: float
+    exclude: tuple[int, ...]
 
 
 def excluded_layers(n_layers: int, exclude_last_layer: bool) -> tuple[int, ...]:
@@ -36,9 +51,9 @@ def excluded_layers(n_layers: int, exclude_last_layer: bool) -> tuple[int, ...]:
     return (n_layers - 1,) if exclude_last_layer else ()
 
 
-def two_stage(v_max: np.ndarray, g_max: np.ndarray, thresholds: dict, exclude_last_layer: bool) -> tuple:
+def two_stage(v_max: np.ndarray, g_max: np.ndarray, thresholds: Mapping, exclude_last_layer: bool) -> TwoStage:
     """C^k and N_k (L, d_ff) bool from max_p V and max_p g (L, d_ff), with the threshold values used and the
-    excluded layers: (candidates, final, t_a, t_g, exclude).
+    excluded layers.
 
     ``thresholds``: {"activation": number or "q<quantile>", "gradcam": number or "q<quantile>"}. A quantile of
     the activation threshold is taken over all neurons' max_p V; of the GradCAM threshold over the candidates'
@@ -54,17 +69,15 @@ def two_stage(v_max: np.ndarray, g_max: np.ndarray, thresholds: dict, exclude_la
     t_g = resolve_threshold(thresholds["gradcam"], g_max[cand])
     if isinstance(thresholds["gradcam"], str):
         t_g = max(t_g, 0.0)
-    return cand, final_set(cand, g_max[:, None, :], t_g), t_a, t_g, exclude
+    return TwoStage(cand, final_set(cand, g_max[:, None, :], t_g), t_a, t_g, exclude)
 
 
-def ours_set(
-    v_max: np.ndarray, g_max: np.ndarray, thresholds: dict, exclude_last_layer: bool, knowledge: str, image_id: int
-) -> dict:
-    """C^k (stage 1) and N_k (stage 2) of one sample (``two_stage``) as the set record the workflow writes, with
-    the threshold values actually used."""
-    cand, final, t_a, t_g, exclude = two_stage(v_max, g_max, thresholds, exclude_last_layer)
+def ours_set(found: TwoStage, g_max: np.ndarray, thresholds: Mapping, knowledge: str, image_id: int) -> dict:
+    """C^k (stage 1) and N_k (stage 2) of one sample (``found``, from ``two_stage`` with ``thresholds``) as the set
+    record the workflow writes, with the threshold values actually used; N_k ranked by max_p g (``g_max``)."""
+    cand, final, t_a, t_g, exclude = found
     chosen = NeuronSet.from_mask(final, g_max)
-    n_layers = v_max.shape[0]
+    n_layers = g_max.shape[0]
     return {
         "method": "ours",
         "knowledge": knowledge,
@@ -83,30 +96,6 @@ def ours_set(
         "score": "max_p GradCAM",
         "neurons": chosen.neurons,
     }
-
-
-def ours_stage(
-    activations_dir: str, gradcam_dir: str, thresholds: dict, exclude_last_layer: bool, out_dir: str
-) -> None:
-    """Rule neurons_ours: ``ours_set`` of every sample from its dumps."""
-    with atomic_path(out_dir) as tmp:
-        tmp.mkdir()
-        for path in per_image_files(activations_dir, ".h5"):
-            acts, attrs = read_dump(path, ["v_max"])
-            g_max = read_dump(Path(gradcam_dir) / path.name, ["g_max"])[0]["g_max"]
-            record = ours_set(
-                acts["v_max"], g_max, thresholds, exclude_last_layer, str(attrs["knowledge"]), int(attrs["image_id"])
-            )
-            write_json(tmp / f"{path.stem}.json", record)
-
-
-def _derive_sets(source_dir: str, out_dir: str, make: Callable[[Path, dict], dict]) -> None:
-    """For each sample's set ``{image_id}.json`` in ``source_dir``, write ``make(path, that set)`` as the sample's
-    set in ``out_dir`` (the directory appears whole or not at all)."""
-    with atomic_path(out_dir) as tmp:
-        tmp.mkdir()
-        for path in per_image_files(source_dir, ".json"):
-            write_json(tmp / path.name, make(path, json.loads(path.read_text())))
 
 
 def baseline_set(
@@ -139,19 +128,6 @@ def baseline_set(
         "score": desc,
         "neurons": chosen.neurons,
     }
-
-
-def baseline_stage(
-    method: str, ours_dir: str, activations_dir: str, gradcam_dir: str, exclude_last_layer: bool, out_dir: str
-) -> None:
-    """Rule neurons_baseline: ``baseline_set`` of every sample from its dumps."""
-
-    def make(path: Path, ours: dict) -> dict:
-        cam, _ = read_dump(Path(gradcam_dir) / f"{path.stem}.h5", ["g_mean", "unit_logit"])
-        o_mean = read_dump(Path(activations_dir) / f"{path.stem}.h5", ["o_mean"])[0]["o_mean"]
-        return baseline_set(method, ours, cam["g_mean"], o_mean, cam["unit_logit"], exclude_last_layer)
-
-    _derive_sets(ours_dir, out_dir, make)
 
 
 def _seed(kind: str, shadowed: dict) -> int:
@@ -190,15 +166,6 @@ def stage1_set(ours: dict, v_max: np.ndarray) -> dict:
     }
 
 
-def stage1_stage(ours_dir: str, activations_dir: str, out_dir: str) -> None:
-    """Rule neurons_stage1: ``stage1_set`` of every sample's set of ours, from its activation dump."""
-
-    def make(path: Path, ours: dict) -> dict:
-        return stage1_set(ours, read_dump(Path(activations_dir) / f"{path.stem}.h5", ["v_max"])[0]["v_max"])
-
-    _derive_sets(ours_dir, out_dir, make)
-
-
 def control_set(method: str, shadowed: dict, d_ff: int) -> dict:
     """The random control of ``method``'s set ``shadowed``: as many units in each layer as the set has there, drawn
     uniformly (seeded by method, knowledge and image id), so control and set differ only in which units were
@@ -222,43 +189,40 @@ def control_set(method: str, shadowed: dict, d_ff: int) -> dict:
     }
 
 
-def control_stage(method: str, method_dir: str, gradcam_dir: str, out_dir: str) -> None:
-    """Rule neurons_control: ``control_set`` of every sample's set of ``method``."""
-
-    def make(path: Path, shadowed: dict) -> dict:
-        d_ff = read_dump(Path(gradcam_dir) / f"{path.stem}.h5", ["g_mean"])[0]["g_mean"].shape[-1]
-        return control_set(method, shadowed, d_ff)
-
-    _derive_sets(method_dir, out_dir, make)
+def needs(kind: str) -> dict[str, list[str]]:
+    """The statistics ``derived_set`` reads for ``kind``, by dump (``NEEDS``)."""
+    return NEEDS[CONTROL if kind.endswith(CONTROL) else kind]
 
 
-def neuron_summary(set_dirs: Sequence[str], out_tsv: str) -> None:
-    """Rule neuron_summary: one row per (method, knowledge, sample): set size, candidates, thresholds, layers."""
-    cols = [
-        "method",
-        "knowledge",
-        "image_id",
-        "size",
-        "candidates",
-        "activation_threshold",
-        "gradcam_threshold",
-        "layer_counts",
-    ]
-    rows = []
-    for d in set_dirs:
-        for path in per_image_files(d, ".json"):
-            s = json.loads(path.read_text())
-            t = s.get("thresholds", {})
-            rows.append(
-                {
-                    "method": s["method"],
-                    "knowledge": s["knowledge"],
-                    "image_id": s["image_id"],
-                    "size": s["size"],
-                    "candidates": s.get("candidates", ""),
-                    "activation_threshold": t.get("activation_value", ""),
-                    "gradcam_threshold": t.get("gradcam_value", ""),
-                    "layer_counts": " ".join(map(str, s["layer_counts"])),
-                }
-            )
-    write_tsv_rows(out_tsv, rows, cols)
+def derived_set(kind: str, source: dict, stats: Mapping[str, np.ndarray], exclude_last_layer: bool) -> dict:
+    """The set of ``kind`` drawn from ``source``: a baseline's or the stage-1 control's from ours' set, a random
+    control (kind "{m}_control") from m's set; ``stats``: the sample's per-neuron statistics (L, d_ff) by name,
+    at least those ``needs(kind)`` lists."""
+    if kind in BASELINES:
+        return baseline_set(kind, source, stats["g_mean"], stats["o_mean"], stats["unit_logit"], exclude_last_layer)
+    if kind == STAGE1:
+        return stage1_set(source, stats["v_max"])
+    if kind.endswith(CONTROL):
+        return control_set(kind.removesuffix(CONTROL), source, stats["g_mean"].shape[-1])
+    raise ValueError(f"a derived set kind is a baseline, {STAGE1} or a control, got {kind!r}")
+
+
+def sample_sets(
+    stats: Mapping[str, np.ndarray], thresholds: Mapping, exclude_last_layer: bool, knowledge: str, image_id: int
+) -> tuple[dict[str, dict], np.ndarray]:
+    """Every set kind of one sample from its per-neuron statistics (``stats``: both dumps' v_max, o_mean, g_max,
+    g_mean, unit_logit, each (L, d_ff)), as the workflow's rules write them (ours, the baselines, the stage-1
+    control, then each one's random control), and C^k (L, d_ff) bool."""
+    found = two_stage(stats["v_max"], stats["g_max"], thresholds, exclude_last_layer)
+    sets = {"ours": ours_set(found, stats["g_max"], thresholds, knowledge, image_id)}
+    for kind in (*BASELINES, STAGE1):
+        sets[kind] = derived_set(kind, sets["ours"], stats, exclude_last_layer)
+    for method in SHADOWED:
+        sets[method + CONTROL] = derived_set(method + CONTROL, sets[method], stats, exclude_last_layer)
+    return sets, found.candidates
+
+
+def read_sets(sets_dir: str | os.PathLike) -> Iterator[dict]:
+    """The sets of a set directory (``{image_id}.json`` each), in image id order."""
+    for path in per_image_files(sets_dir, ".json"):
+        yield json.loads(path.read_text())

@@ -1,4 +1,4 @@
-"""Perturbations of a neuron set at the image positions (DESIGN.md §2), batched over (perturbation, image) rows.
+"""Perturbations of a neuron set at the image positions, batched over (perturbation, image) rows.
 
 Noise: for level n and seed s, v = n · r · z with z ~ N(0, I_P) from a generator seeded by s and r the run's
 reference scale (1 for absolute levels): the same v for every neuron set at that (n, s), so every method gets the

@@ -14,7 +14,7 @@ from pathlib import Path
 from kneurons.errors import ModelError
 from kneurons.families import family_for
 from kneurons.h5io import is_complete
-from kneurons.metrics import PACKAGED_BERTSCORE_MODEL
+from kneurons.names import PACKAGED_BERTSCORE_MODEL
 
 
 def schema_error_line(error: Exception) -> str | None:
@@ -99,10 +99,13 @@ def interrupted_outputs(state_dir: str | os.PathLike = ".snakemake") -> list[Pat
     return found
 
 
+DRY = "a run (not a dry run) recomputes it"  # what a dry run says of an output a run will discard
+
+
 def discard_interrupted(outputs: Iterable[Path], dry_run: bool = False) -> list[str]:
     """Remove the ``outputs`` of interrupted jobs (files or directories), so that Snakemake reruns their jobs;
     one line per output. A ``dry_run`` removes nothing and says that a run will."""
-    done = "a run (not a dry run) recomputes it" if dry_run else "recomputed"
+    done = DRY if dry_run else "recomputed"
     lines = []
     for path in outputs:
         lines.append(f"{path}: left by a job that an interrupted run never recorded as finished; {done}")
@@ -111,12 +114,15 @@ def discard_interrupted(outputs: Iterable[Path], dry_run: bool = False) -> list[
     return lines
 
 
-def discard_dump_dirs(bad: Iterable[Path]) -> list[str]:
-    """Remove the directories holding ``bad`` dumps, so that Snakemake recomputes them; one line per file."""
+def discard_dump_dirs(bad: Iterable[Path], dry_run: bool = False) -> list[str]:
+    """Remove the directories holding ``bad`` dumps, so that Snakemake recomputes them; one line per file. A
+    ``dry_run`` removes nothing and says that a run will."""
     lines = []
     for h5 in bad:
-        lines.append(f"{h5}: truncated or incomplete HDF5 dump; {h5.parent} will be recomputed")
-        _remove(h5.parent)
+        done = DRY if dry_run else "recomputed"
+        lines.append(f"{h5}: truncated or incomplete HDF5 dump; {h5.parent}: {done}")
+        if not dry_run:
+            _remove(h5.parent)
     return lines
 
 

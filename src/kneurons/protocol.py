@@ -1,9 +1,10 @@
-"""How every neuron set is tested, built once from the config and passed whole to the rules that run it."""
+"""How the model is asked and how every neuron set is tested: the captioning settings and the perturbation protocol,
+each built once from the config and passed whole to the rules that use them."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 
 # Light on purpose (no torch): rules/common.smk builds the protocol while the Snakefile is parsed, in every job.
 NOISE, ABLATION = "noise", "ablation"
@@ -66,3 +67,33 @@ class Protocol:
         """Noise at every (level, seed), then zero-ablation if ``ablation``."""
         noise = [Perturbation(NOISE, float(level), seed) for level in self.levels for seed in range(self.seeds)]
         return noise + ([Perturbation(ABLATION)] if self.ablation else [])
+
+
+@dataclass(frozen=True)
+class Captioning:
+    """What travels with every caption, log p and GradCAM: the ``prompt`` (with the processor's image placeholder),
+    each knowledge's ``synonyms`` (name -> other words that count as a mention), and the greedy generation's
+    ``max_new_tokens`` and ``batch_size`` (an int, or "auto": start large, halve on CUDA out-of-memory)."""
+
+    prompt: str
+    synonyms: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    max_new_tokens: int = 32
+    batch_size: int | str = 64
+
+    @classmethod
+    def from_params(cls, params: Mapping, knowledge: str | None = None) -> Captioning:
+        """The settings of a job's params (``prompt``, and where the rule has them ``synonyms`` and
+        ``generation``); a per-target rule gives its target's synonyms as a list, under ``knowledge``'s name."""
+        synonyms = params.get("synonyms", {})
+        if knowledge is not None:
+            synonyms = {knowledge: list(synonyms)}
+        return cls(params["prompt"], dict(synonyms), **params.get("generation", {}))
+
+    def synonyms_of(self, knowledge: str) -> Sequence[str]:
+        """The words besides ``knowledge`` that count as a mention of it."""
+        return self.synonyms.get(knowledge, ())
+
+    @property
+    def generation(self) -> dict:
+        """The greedy generation's keyword arguments (kneurons.generation)."""
+        return {"max_new_tokens": self.max_new_tokens, "batch_size": self.batch_size}

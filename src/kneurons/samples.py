@@ -236,3 +236,39 @@ def select_samples(rows: Sequence[Candidate], n: int, synonyms: Sequence[str] = 
 def reason_counts(rows: Sequence[Candidate]) -> dict[str, int]:
     """How many candidates ended with each reason (the selected ones under "selected")."""
     return dict(Counter(r.reason.split(" (")[0].split(":")[0] if r.reason else r.status for r in rows))
+
+
+def write_knowledge(path: str | os.PathLike, targets: Sequence[Knowledge]) -> None:
+    """List the knowledge targets as a TSV (rule knowledge's output)."""
+    write_tsv_rows(path, (asdict(t) for t in targets), [f.name for f in fields(Knowledge)])
+
+
+def read_knowledge(path: str | os.PathLike) -> list[Knowledge]:
+    """The targets listed by ``write_knowledge``."""
+    return [Knowledge(**{**r, "images": int(r["images"])}) for r in read_tsv_rows(path)]
+
+
+def selected(rows: Sequence[Candidate]) -> list[Candidate]:
+    """The rows of D."""
+    return [r for r in rows if r.status == "selected"]
+
+
+def sample_images(selected_tsv: str | os.PathLike) -> list[Candidate]:
+    """D over all knowledge targets: the selected rows of the sample table, in (knowledge, image id) order."""
+    return sorted(selected(read_tsv(selected_tsv)), key=lambda r: (r.knowledge, r.image_id))
+
+
+def selection_summary(name: str, counts: dict[str, int]) -> str:
+    """One line on how many samples target ``name`` got out of how many candidates, and why the others failed."""
+    n = counts.get("selected", 0)
+    others = ", ".join(f"{why}: {c}" for why, c in sorted(counts.items()) if why != "selected")
+    line = f"{name}: {n} sample(s) from {sum(counts.values())} candidate(s)"
+    if not counts:
+        return f"{line}: no image holds it"
+    return f"{line}" + (f" (not selected: {others})" if others else "") + ("" if n else ": no sample, target left out")
+
+
+def no_sample_note(rows: Sequence[Candidate]) -> str:
+    """Why D is empty, for a table that has no row: every candidate's reason counted, or no candidate at all."""
+    reasons = ", ".join(f"{why}: {n}" for why, n in sorted(reason_counts(rows).items()))
+    return f"No knowledge target has a sample in D ({reasons or 'no candidate image'}): nothing to show."

@@ -1,32 +1,21 @@
-"""Table II from the perturbation files, and the notes every table carries on targets without samples or sets."""
+"""Table II's columns and caption, and what every table shares: interval cells, and the notes on targets without
+samples or sets."""
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Sequence
-from pathlib import Path
 
-from kneurons.io import write_text, write_tsv_rows
-from kneurons.metrics import ALL, MARGINS, SCORES, level_name, markdown_table, table2, table_order
-from kneurons.samples import read_tsv, reason_counts
-from kneurons.selection import read_knowledge, selected
+from kneurons.metrics import MARGINS, SCORES
+from kneurons.samples import Candidate, Knowledge, reason_counts, selected
 
 
-def read_perturbations(perturb_jsonls: Sequence[str]) -> tuple[list[dict], Counter]:
-    """The caption lines of the perturbation files (rule perturb), in file order, and the number of empty sets
-    per (method, knowledge)."""
-    lines = [json.loads(ln) for p in perturb_jsonls for ln in Path(p).read_text().splitlines()]
-    empty = Counter((ln["method"], ln["knowledge"]) for ln in lines if ln.get("empty"))
-    return [ln for ln in lines if not ln.get("empty")], empty
-
-
-def coverage_notes(knowledge_tsv: str, samples_tsv: str, empty: Counter) -> dict[str, str]:
-    """Why a knowledge target has fewer rows than the others: no sample passed the constraints (with the reason
-    counts), or some of its neuron sets are empty. {knowledge: note}; targets with nothing to say are left out."""
-    rows = read_tsv(samples_tsv)
+def coverage_notes(targets: Sequence[Knowledge], rows: Sequence[Candidate], empty: Counter) -> dict[str, str]:
+    """Why a knowledge target has fewer rows than the others: no sample of the sample table ``rows`` passed the
+    constraints (with the reason counts), or some of its neuron sets are empty (``empty``: their number per
+    (method, knowledge)). {knowledge: note}; targets with nothing to say are left out."""
     notes = {}
-    for target in read_knowledge(knowledge_tsv):
+    for target in targets:
         mine = [r for r in rows if r.knowledge == target.name]
         if not selected(mine):
             reasons = ", ".join(f"{why}: {n}" for why, n in sorted(reason_counts(mine).items())) or "no candidate image"
@@ -76,42 +65,3 @@ flips, so these separate sets that S_se cannot. ours_stage1: |N_k| random units 
 Paired comparisons between methods: results/tables/pairwise.md.
 
 """
-
-
-def table2_stage(
-    perturb_jsonls: Sequence[str], knowledge_tsv: str, samples_tsv: str, out_csv: str, out_md: str
-) -> None:
-    """Rule table2: Table II as CSV (every row) and Markdown (the rows over all knowledge, per level).
-
-    Every method gets a row (sets 0, metrics nan, with a note) for a target with no sample or only empty sets.
-    """
-    lines, empty = read_perturbations(perturb_jsonls)
-    notes = coverage_notes(knowledge_tsv, samples_tsv, empty)
-    rows = table2(lines)
-    methods = sorted({r["method"] for r in rows} | {m for m, _ in empty})
-    present = {(r["method"], r["knowledge"]) for r in rows}
-    nan = dict.fromkeys(with_intervals(SCORES + tuple(MARGIN_COLUMNS)), float("nan"))
-    rows += [
-        {"method": m, "knowledge": k, "level": ALL, "sets": 0} | nan
-        for m in methods
-        for k in [*notes, ALL]
-        if (m, k) not in present
-    ]
-    rows.sort(key=table_order)
-    for r in rows:
-        is_all = r["knowledge"] == ALL
-        r["empty_sets"] = sum(n for (m, k), n in empty.items() if m == r["method"] and (is_all or k == r["knowledge"]))
-        r["note"] = "" if is_all else notes.get(r["knowledge"], "")
-    write_tsv_rows(out_csv, rows, TABLE2_COLUMNS, delimiter=",")
-    shown = [
-        {"method": r["method"], "level": level_name(r["level"]), "sets": r["sets"]}
-        | {m: interval_cell(r, m) for m in (*SCORES, *MARGIN_COLUMNS)}
-        for r in rows
-        if r["knowledge"] == ALL
-    ]
-    write_text(
-        out_md,
-        TABLE2_CAPTION
-        + markdown_table(shown, ["level", "method", "sets", *SCORES, *MARGIN_COLUMNS])
-        + notes_markdown(notes),
-    )

@@ -13,9 +13,9 @@ from bert_score import score as bert_score
 from rouge_score.rouge_scorer import RougeScorer
 
 from kneurons.errors import DataError
-from kneurons.io import write_text, write_tsv_rows
-from kneurons.metrics import ALL, PACKAGED_BERTSCORE_MODEL, aggregate, level_name, markdown_table
-from kneurons.tables import coverage_notes, interval_cell, notes_markdown, read_perturbations, with_intervals
+from kneurons.metrics import aggregate
+from kneurons.names import ALL, PACKAGED_BERTSCORE_MODEL
+from kneurons.tables import with_intervals
 
 
 def bertscore_model_path(spec: str | os.PathLike) -> Path:
@@ -90,32 +90,7 @@ def table3(lines: Iterable[dict], bert_model: Path, bert_layers: int) -> list[di
 
 
 TABLE3_COLUMNS = ["method", "knowledge", "level", "sets", "captions", *with_intervals(METRICS)]
-
-
-def table3_stage(
-    perturb_jsonls: Sequence[str],
-    knowledge_tsv: str,
-    samples_tsv: str,
-    bert_model: str,
-    bert_layers: int,
-    out_csv: str,
-    out_md: str,
-) -> None:
-    """Rule table3: BLEU, ROUGE-1, ROUGE-L and BERTScore F1 of the perturbed (and the reference's clean) captions
-    of k's images against their inpainted image's caption, as CSV (every row) and Markdown (rows over all
-    knowledge, per level, then the notes)."""
-    lines, empty = read_perturbations(perturb_jsonls)
-    rows = table3(lines, bertscore_model_path(bert_model), bert_layers) if lines else []
-    write_tsv_rows(out_csv, rows, TABLE3_COLUMNS, delimiter=",")
-    shown = [
-        r | {"level": level_name(r["level"])} | {m: interval_cell(r, m) for m in METRICS}
-        for r in rows
-        if r["knowledge"] == ALL
-    ]
-    write_text(
-        out_md,
-        "Table III: captions of k's images against their inpainted image's caption (mean over targets of each "
-        "target's mean over sets, 95 % bootstrap intervals; levels as in Table II)\n\n"
-        + markdown_table(shown, ["level", "method", "sets", "captions", *METRICS])
-        + notes_markdown(coverage_notes(knowledge_tsv, samples_tsv, empty)),
-    )
+TABLE3_CAPTION = (
+    "Table III: captions of k's images against their inpainted image's caption (mean over targets of each "
+    "target's mean over sets, 95 % bootstrap intervals; levels as in Table II)\n\n"
+)

@@ -2,15 +2,15 @@
 
 from kneurons.jobs import start_job
 from kneurons.models import load_job_model
-from kneurons.stages import caption_stage
+from kneurons.protocol import Captioning
+from kneurons.rules.samples import caption_candidates
 
 start_job(snakemake)
-caption_stage(
+caption_candidates(
     load_job_model(snakemake),
     snakemake.input.annotations,
     snakemake.input.images,
     snakemake.input.candidates,
-    snakemake.params.prompt,
+    Captioning.from_params(snakemake.params),
     snakemake.output[0],
-    **snakemake.params.generation,
 )

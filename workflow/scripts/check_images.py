@@ -1,10 +1,10 @@
 """Rule check_images: every candidate image of the run checked once (exists, decodes completely, annotated size)."""
 
 from kneurons.jobs import console, start_job
-from kneurons.selection import check_stage
+from kneurons.rules.samples import check_images
 
 start_job(snakemake)
-bad = check_stage(
+bad = check_images(
     snakemake.input.annotations,
     snakemake.input.images,
     snakemake.input.knowledge,

@@ -2,10 +2,10 @@
 
 from kneurons.jobs import start_job
 from kneurons.models import load_job_model
-from kneurons.stages import decoded_neurons_stage
+from kneurons.rules.figures import decoded_neurons
 
 start_job(snakemake)
-decoded_neurons_stage(
+decoded_neurons(
     load_job_model(snakemake),
     list(snakemake.input.sets),
     snakemake.input.selected,

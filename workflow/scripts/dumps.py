@@ -3,13 +3,17 @@ inpainted image, or their statistics) and its GradCAM dump for k's first caption
 
 from kneurons.jobs import start_job
 from kneurons.models import load_job_model
-from kneurons.stages import activations_stage, gradcam_stage
+from kneurons.protocol import Captioning
+from kneurons.rules.neurons import dumps
+from kneurons.samples import unslug
 
 start_job(snakemake)
-loaded = load_job_model(snakemake)
-data = (snakemake.input.annotations, snakemake.input.images, snakemake.input.selected, snakemake.params.prompt)
-mode = snakemake.params.dumps["mode"]
-activations_stage(
-    loaded, *data, snakemake.output.activations, mode=mode, trace_share=snakemake.params.dumps["trace_share"]
+dumps(
+    load_job_model(snakemake),
+    snakemake.input.annotations,
+    snakemake.input.images,
+    snakemake.input.selected,
+    Captioning.from_params(snakemake.params, knowledge=unslug(snakemake.wildcards.k)),
+    snakemake.params.dumps,
+    snakemake.output,
 )
-gradcam_stage(loaded, *data, snakemake.params.synonyms, snakemake.output.gradcam, mode=mode)

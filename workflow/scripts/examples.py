@@ -1,10 +1,10 @@
 """Rule examples (Table I): original, inpainted and each method's noisy caption of each target's first sample."""
 
 from kneurons.jobs import start_job
-from kneurons.reporting import examples_stage
+from kneurons.rules.figures import examples
 
 start_job(snakemake)
-examples_stage(
+examples(
     list(snakemake.input.perturbations),
     snakemake.input.selected,
     snakemake.params.methods,

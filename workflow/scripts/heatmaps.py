@@ -1,10 +1,10 @@
 """Rule heatmaps: activation of N_k's top neurons over each sample image of k (Fig. 3)."""
 
 from kneurons.jobs import start_job
-from kneurons.reporting import heatmaps_stage
+from kneurons.rules.figures import heatmaps
 
 start_job(snakemake)
-heatmaps_stage(
+heatmaps(
     snakemake.input.annotations,
     snakemake.input.images,
     snakemake.input.selected,

@@ -1,10 +1,8 @@
 """Checkpoint knowledge: resolve the knowledge targets against the COCO categories."""
 
 from kneurons.jobs import console, start_job
-from kneurons.selection import write_knowledge
+from kneurons.rules.samples import knowledge
 
 start_job(snakemake)
-targets = write_knowledge(
-    snakemake.input[0], snakemake.params.spec, snakemake.params.per_supercategory, snakemake.output[0]
-)
+targets = knowledge(snakemake.input[0], snakemake.params.spec, snakemake.params.per_supercategory, snakemake.output[0])
 console(f"{len(targets)} knowledge target(s): " + ", ".join(t.name for t in targets))

@@ -1,14 +1,13 @@
 """Rule neurons_baseline: Schwettmann's or Pan's top-|N_k| neurons of each sample of k."""
 
 from kneurons.jobs import start_job
-from kneurons.neuronsets import baseline_stage
+from kneurons.rules.neurons import neurons_baseline
 
 start_job(snakemake)
-baseline_stage(
+neurons_baseline(
     snakemake.wildcards.baseline,
     snakemake.input.ours,
-    snakemake.input.activations,
-    snakemake.input.gradcam,
+    snakemake.input,
     snakemake.params.exclude_last_layer,
     snakemake.output[0],
 )

@@ -1,7 +1,7 @@
 """Rule neurons_stage1: the stage-1 control of ours' sets (|N_k| random units of each sample's C^k)."""
 
 from kneurons.jobs import start_job
-from kneurons.neuronsets import stage1_stage
+from kneurons.rules.neurons import neurons_stage1
 
 start_job(snakemake)
-stage1_stage(snakemake.input.ours, snakemake.input.activations, snakemake.output[0])
+neurons_stage1(snakemake.input.ours, snakemake.input, snakemake.output[0])

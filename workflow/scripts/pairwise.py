@@ -1,10 +1,10 @@
 """Rule pairwise: paired differences between methods (and ours against its stage-1 control), with intervals."""
 
-from kneurons.comparisons import pairwise_stage
 from kneurons.jobs import start_job
+from kneurons.rules.perturb import pairwise
 
 start_job(snakemake)
-pairwise_stage(
+pairwise(
     list(snakemake.input.perturbations),
     list(snakemake.input.restorations),
     snakemake.output.csv,

@@ -3,43 +3,19 @@ protocol restores, patched into the target's inpainted images (sufficiency): one
 
 from kneurons.jobs import start_job
 from kneurons.models import load_job_model
-from kneurons.protocol import Protocol
-from kneurons.stages import load_samples, perturb_stage, restore_stage
+from kneurons.names import BOUNDS_FILE
+from kneurons.protocol import Captioning, Protocol
+from kneurons.rules.perturb import perturb
 
 start_job(snakemake)
-loaded = load_job_model(snakemake)
-protocol = Protocol.from_settings(snakemake.params.protocol)
-prompt, synonyms, gen = snakemake.params.prompt, snakemake.params.synonyms, snakemake.params.generation
-kinds = snakemake.params.kinds
-set_dirs = dict(zip(kinds, snakemake.input.sets, strict=True))
-d = load_samples(
-    loaded,
-    snakemake.input.annotations,
-    snakemake.input.images,
-    snakemake.input.selected,
-    prompt,
-    synonyms,
-    protocol,
+kinds, output = snakemake.params.kinds, snakemake.output
+restored = dict(zip(kinds, output.restored, strict=True)) | {BOUNDS_FILE: output.bounds} if output.get("bounds") else {}
+perturb(
+    load_job_model(snakemake),
+    snakemake.input,
+    snakemake.params.knowledge,
+    dict(zip(kinds, snakemake.input.sets, strict=True)),
+    Protocol.from_settings(snakemake.params.protocol),
+    Captioning.from_params(snakemake.params),
+    {"perturbed": dict(zip(kinds, output.perturbed, strict=True)), "restored": restored},
 )
-perturb_stage(
-    loaded,
-    d,
-    set_dirs,
-    snakemake.input.scale,
-    prompt,
-    protocol,
-    synonyms,
-    out_jsonls=dict(zip(kinds, snakemake.output.perturbed, strict=True)),
-    **gen,
-)
-if protocol.restoration:
-    restore_stage(
-        loaded,
-        d.of(snakemake.params.knowledge),
-        set_dirs,
-        prompt,
-        synonyms,
-        out_jsonls=dict(zip(kinds, snakemake.output.restored, strict=True)),
-        bounds_jsonl=snakemake.output.bounds,
-        **gen,
-    )

@@ -2,19 +2,16 @@
 
 from kneurons.jobs import start_job
 from kneurons.models import load_job_model
-from kneurons.protocol import Protocol
-from kneurons.stages import load_samples, reference_stage
+from kneurons.protocol import Captioning, Protocol
+from kneurons.rules.perturb import reference_captions
 
 start_job(snakemake)
-loaded = load_job_model(snakemake)
-prompt, synonyms = snakemake.params.prompt, snakemake.params.synonyms
-d = load_samples(
-    loaded,
+reference_captions(
+    load_job_model(snakemake),
     snakemake.input.annotations,
     snakemake.input.images,
     snakemake.input.selected,
-    prompt,
-    synonyms,
     Protocol.from_settings(snakemake.params.protocol),
+    Captioning.from_params(snakemake.params),
+    snakemake.output[0],
 )
-reference_stage(loaded, d, prompt, synonyms, snakemake.output[0], **snakemake.params.generation)

@@ -1,10 +1,10 @@
 """Rule table3: BLEU, ROUGE-1, ROUGE-L, BERTScore of noisy captions against the inpainted image's caption."""
 
 from kneurons.jobs import start_job
-from kneurons.textmetrics import table3_stage
+from kneurons.rules.perturb import table3
 
 start_job(snakemake)
-table3_stage(
+table3(
     list(snakemake.input.perturbations),
     snakemake.input.knowledge,
     snakemake.input.samples,
