@@ -1,7 +1,8 @@
-"""Job start-up: the imports of a job that needs no model (selection, neuron sets, tables, figures) against the
-imports every job paid while all stage functions lived in one module with the model code; and the imports of a
-Snakefile parse (rules/common.smk's) against the same with kneurons.perturb (torch, transformers), which
-kneurons.protocol imported until session 16; same run.
+"""Job start-up: the imports of a job that needs no model (a rule module of kneurons.rules, whose model code is
+imported inside the model rules' functions) against the same with that model code imported with the module (torch,
+transformers, bert-score), as every job would pay it; and the imports of a Snakefile parse (rules/common.smk's)
+against the same with kneurons.perturb (torch, transformers), which kneurons.protocol imported until session 16;
+same run.
 
 Usage: python bench/job_startup.py [--repeats 5]
 Each measurement is a fresh interpreter (as Snakemake starts every script job); prints the median seconds of both
@@ -16,13 +17,13 @@ import subprocess
 import sys
 import time
 
-LIGHT = "import kneurons.jobs, kneurons.selection, kneurons.neuronsets, kneurons.tables, kneurons.reporting"
-# the naive way: every job imports the model stages too (torch, transformers), as one stages module made it do
-NAIVE = LIGHT + ", kneurons.stages, kneurons.textmetrics"
+LIGHT = "import kneurons.jobs, kneurons.rules.neurons, kneurons.rules.perturb, kneurons.rules.figures"
+# the naive way: the rule modules import their model and text-metric code at the top (as kneurons.stages did)
+NAIVE = LIGHT + ", kneurons.dumps, kneurons.perturb, kneurons.restore, kneurons.vocab, bert_score, rouge_score"
 # what rules/common.smk imports while every Snakemake instance parses the Snakefile (a SLURM job parses it twice)
 PARSE = (
-    "import kneurons.preflight, kneurons.reporting, kneurons.samples, kneurons.neuronsets, kneurons.protocol, "
-    "kneurons.selection, kneurons.synth.record, kneurons.synth.scenes"
+    "import kneurons.preflight, kneurons.names, kneurons.protocol, kneurons.reporting, kneurons.samples, "
+    "kneurons.synth.record, kneurons.synth.scenes"
 )
 PARSE_NAIVE = PARSE + ", kneurons.perturb"
 

@@ -19,13 +19,13 @@ from pathlib import Path
 import torch
 import yaml
 
-from kneurons.coco import read_record
+from kneurons.coco import read_record, records_by_id
 from kneurons.dumps import target_position
 from kneurons.logprob import continuations
 from kneurons.models import load_model
 from kneurons.perturb import layer_units, noise_vector, perturb_units, perturbed_captions
 from kneurons.protocol import Protocol
-from kneurons.selection import records_by_id, sample_images
+from kneurons.samples import sample_images
 
 
 def main() -> None:

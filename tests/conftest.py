@@ -79,6 +79,14 @@ def run_dir(tmp_path_factory, worker_id) -> Path:
 SLOW_FIRST = ("test_slurm.py", "test_workflow.py", "test_families.py", "test_resume.py")
 
 
+# The slow tier (pytest -m slow; README "Tests"): every test that needs the whole-workflow run (fixture run_dir), and
+# the files of the SLURM and kill tests. ``pytest -m "not slow"`` is the fast tier a developer runs after a change.
+SLOW_FILES = ("test_slurm.py", "test_resume.py")
+
+
 def pytest_collection_modifyitems(items):
+    for item in items:
+        if "run_dir" in item.fixturenames or item.path.name in SLOW_FILES:
+            item.add_marker(pytest.mark.slow)
     rank = {name: i for i, name in enumerate(SLOW_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(SLOW_FIRST)))  # stable: each file keeps its order

@@ -17,7 +17,7 @@ from kneurons.coco import image_records, load_coco, read_image
 from kneurons.dumps import image_activations
 from kneurons.errors import KneuronsError
 from kneurons.io import read_tsv_rows
-from kneurons.neuronsets import SET_KINDS
+from kneurons.names import SET_KINDS
 from kneurons.perturb import layer_units, perturbed_captions
 from kneurons.protocol import Perturbation
 from kneurons.samples import slug

@@ -12,11 +12,10 @@ from kneurons.dumpstats import activation_record, gradcam_record
 from kneurons.h5io import write_dump
 from kneurons.io import read_tsv_rows, write_tsv_rows
 from kneurons.models import load_model
-from kneurons.neuronsets import ours_stage
-from kneurons.protocol import Protocol
+from kneurons.protocol import Captioning, Protocol
+from kneurons.rules.neurons import neurons_ours
+from kneurons.rules.perturb import load_samples, necessity, table2
 from kneurons.samples import Candidate, write_tsv
-from kneurons.stages import load_samples, perturb_stage
-from kneurons.tables import table2_stage
 from tests.conftest import PROMPT
 
 
@@ -35,7 +34,9 @@ def test_thresholds_that_select_nothing_give_a_recorded_empty_set(tmp_path):
     attrs = {"knowledge": "bear", "image_id": 1}
     write_dump(acts / "1.h5", activation_record(orig, orig * 0.5, "full", 0.1), attrs)
     write_dump(cams / "1.h5", gradcam_record(orig, np.ones((2, 8), np.float32), "full"), attrs)
-    ours_stage(str(acts), str(cams), {"activation": 100.0, "gradcam": "q0.5"}, False, str(out))
+    neurons_ours(
+        {"activations": str(acts), "gradcam": str(cams)}, {"activation": 100.0, "gradcam": "q0.5"}, False, str(out)
+    )
     nset = strict_json((out / "1.json").read_text())
     assert nset["size"] == 0 and nset["neurons"] == [] and nset["candidates"] == 0
     assert nset["thresholds"]["activation_value"] == 100.0 and nset["thresholds"]["gradcam_value"] is None
@@ -49,13 +50,12 @@ def test_an_empty_set_is_recorded_by_perturb_and_not_captioned(tmp_path, tiny_sp
     sets.mkdir()
     empty = {"method": "ours", "knowledge": k, "image_id": record.id, "size": 0, "layer_counts": [0, 0], "neurons": []}
     (sets / f"{record.id}.json").write_text(json.dumps(empty))
-    out, scale = tmp_path / "p.jsonl", tmp_path / "noise_scale.json"
-    scale.write_text(json.dumps({"reference_scale": 1.0}))
+    out = tmp_path / "p.jsonl"
     loaded, protocol = load_model(tiny_model_dir), Protocol((40.0,), 2)
-    d = load_samples(loaded, str(tiny_split[0]), str(tiny_split[1]), str(tmp_path / "selected.tsv"), PROMPT, {},
+    captioning = Captioning(PROMPT)
+    d = load_samples(loaded, str(tiny_split[0]), str(tiny_split[1]), str(tmp_path / "selected.tsv"), captioning,
                      protocol)  # fmt: skip
-    perturb_stage(loaded, d, {"ours": str(sets)}, str(scale), PROMPT, protocol, synonyms={},
-                  out_jsonls={"ours": str(out)})  # fmt: skip
+    necessity(loaded, d, {"ours": str(sets)}, 1.0, protocol, captioning, out_jsonls={"ours": str(out)})
     lines = [json.loads(ln) for ln in out.read_text().splitlines()]
     assert lines == [{"method": "ours", "knowledge": k, "set": record.id, "set_size": 0, "empty": True}]
 
@@ -81,7 +81,7 @@ def test_table2_reports_targets_without_samples_and_empty_sets(tmp_path):
     ] + [{"method": "ours_control", "knowledge": "bear", "set": 2, "set_size": 0, "empty": True}]
     jsonl = tmp_path / "p.jsonl"
     jsonl.write_text("".join(json.dumps(x) + "\n" for x in lines))
-    table2_stage([str(jsonl)], str(knowledge), str(samples), str(tmp_path / "t2.csv"), str(tmp_path / "t2.md"))
+    table2([str(jsonl)], str(knowledge), str(samples), str(tmp_path / "t2.csv"), str(tmp_path / "t2.md"))
 
     rows = {(r["method"], r["knowledge"], r["level"]): r for r in read_tsv_rows(tmp_path / "t2.csv", delimiter=",")}
     assert float(rows[("ours", "bear", "4")]["S_se"]) == 0.5

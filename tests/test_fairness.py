@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from kneurons.calibration import noise_scale_stage, reference_scale
+from kneurons.calibration import reference_scale
 from kneurons.coco import image_records, load_coco, read_image
 from kneurons.comparisons import PAIRWISE_COLUMNS, verdict
 from kneurons.errors import DataError
@@ -18,11 +18,12 @@ from kneurons.generation import generate_captions
 from kneurons.io import write_tsv_rows
 from kneurons.metrics import aggregate, table2
 from kneurons.models import load_model
-from kneurons.neuronsets import baseline_stage, control_stage, ours_stage
-from kneurons.protocol import Protocol
-from kneurons.reporting import dose_response_stage, specificity_statement
+from kneurons.protocol import Captioning, Protocol
+from kneurons.reporting import specificity_statement
+from kneurons.rules.figures import dose_response
+from kneurons.rules.neurons import neurons_baseline, neurons_control, neurons_ours
+from kneurons.rules.perturb import noise_scale, reference_captions
 from kneurons.samples import Candidate, write_tsv
-from kneurons.stages import load_samples, reference_stage
 from kneurons.tables import TABLE2_COLUMNS
 from tests.conftest import PROMPT
 from tests.test_storage import L, write_dumps
@@ -33,12 +34,13 @@ def all_sets(tmp_path):
     """ours, both baselines and the three controls on two samples, the last layer excluded."""
     acts, cams = write_dumps(tmp_path, "full")
     dirs = {m: tmp_path / m for m in ("ours", "schwettmann", "pan")}
-    ours_stage(str(acts), str(cams), {"activation": "q0.8", "gradcam": "q0.3"}, True, str(dirs["ours"]))
+    dumps = {"activations": str(acts), "gradcam": str(cams)}
+    neurons_ours(dumps, {"activation": "q0.8", "gradcam": "q0.3"}, True, str(dirs["ours"]))
     for m in ("schwettmann", "pan"):
-        baseline_stage(m, str(dirs["ours"]), str(acts), str(cams), True, str(dirs[m]))
+        neurons_baseline(m, str(dirs["ours"]), dumps, True, str(dirs[m]))
     for m in ("ours", "schwettmann", "pan"):
         dirs[f"{m}_control"] = tmp_path / f"{m}_control"
-        control_stage(m, str(dirs[m]), str(cams), str(dirs[f"{m}_control"]))
+        neurons_control(m, str(dirs[m]), {"gradcam": str(cams)}, str(dirs[f"{m}_control"]))
     return {m: [json.loads(p.read_text()) for p in sorted(d.glob("*.json"))] for m, d in dirs.items()}
 
 
@@ -58,11 +60,12 @@ def test_controls_have_their_methods_layer_counts_and_nothing_uses_the_last_laye
 
 def test_pan_takes_last_layer_neurons_unless_excluded(tmp_path):
     acts, cams = write_dumps(tmp_path, "full")
-    ours_stage(str(acts), str(cams), {"activation": "q0.8", "gradcam": "q0.3"}, True, str(tmp_path / "ours"))
+    dumps = {"activations": str(acts), "gradcam": str(cams)}
+    neurons_ours(dumps, {"activation": "q0.8", "gradcam": "q0.3"}, True, str(tmp_path / "ours"))
     counts = {}
     for exclude in (False, True):
         out = tmp_path / f"pan_{exclude}"
-        baseline_stage("pan", str(tmp_path / "ours"), str(acts), str(cams), exclude, str(out))
+        neurons_baseline("pan", str(tmp_path / "ours"), dumps, exclude, str(out))
         counts[exclude] = [json.loads(p.read_text())["layer_counts"][L - 1] for p in sorted(out.glob("*.json"))]
     assert sum(counts[False]) > 0 and sum(counts[True]) == 0
 
@@ -75,17 +78,17 @@ def test_reference_scale_is_the_median_neuron_of_the_mean_std():
     assert reference_scale([a]) == 3.5
 
 
-def test_noise_scale_stage(tmp_path):
+def test_noise_scale(tmp_path):
     acts, _ = write_dumps(tmp_path, "compact")
     out = tmp_path / "scale.json"
-    noise_scale_stage("calibrated", [2, 10], [str(acts)], str(out))
+    noise_scale("calibrated", [2, 10], [str(acts)], str(out))
     got = json.loads(out.read_text())
     assert got["images"] == 2 and 0.5 < got["reference_scale"] < 1.5  # N(0, 1) activations
     assert got["noise_sd"] == pytest.approx([2 * got["reference_scale"], 10 * got["reference_scale"]])
-    noise_scale_stage("absolute", [40], [], str(out))
+    noise_scale("absolute", [40], [], str(out))
     assert json.loads(out.read_text())["reference_scale"] == 1.0
     with pytest.raises(DataError, match="no activation dump"):
-        noise_scale_stage("calibrated", [40], [str(tmp_path / "empty")], str(out))
+        noise_scale("calibrated", [40], [str(tmp_path / "empty")], str(out))
 
 
 def _lines(method, k, set_id, level, own_mentions, other_mentions):
@@ -144,9 +147,9 @@ def test_no_perturbation_reference_equals_plain_captioning(tmp_path, tiny_split,
     write_tsv(tmp_path / "selected.tsv", rows)
     loaded = load_model(tiny_model_dir)
     out = tmp_path / "reference.jsonl"
-    d = load_samples(loaded, str(tiny_split[0]), str(tiny_split[1]), str(tmp_path / "selected.tsv"), PROMPT, {},
-                     Protocol((1.0,), 1))  # fmt: skip
-    reference_stage(loaded, d, PROMPT, {}, str(out), batch_size=2, max_new_tokens=12)
+    reference_captions(loaded, str(tiny_split[0]), str(tiny_split[1]), str(tmp_path / "selected.tsv"),
+                       Protocol((1.0,), 1), Captioning(PROMPT, {}, max_new_tokens=12, batch_size=2),
+                       str(out))  # fmt: skip
     lines = [json.loads(ln) for ln in out.read_text().splitlines()]
     targets = sorted({r.knowledge for r in rows})
     assert len(lines) == len(targets) * len(rows)
@@ -197,7 +200,7 @@ def test_dose_response_figure_and_statement(tmp_path):
     csv_path, pairs_path = tmp_path / "table2.csv", tmp_path / "pairwise.csv"
     write_tsv_rows(csv_path, rows, TABLE2_COLUMNS, delimiter=",")
     write_tsv_rows(pairs_path, pairs, PAIRWISE_COLUMNS, delimiter=",")
-    dose_response_stage(str(csv_path), str(pairs_path), str(tmp_path / "dose.png"), str(tmp_path / "dose.md"))
+    dose_response(str(csv_path), str(pairs_path), str(tmp_path / "dose.png"), str(tmp_path / "dose.md"))
     img = cv2.imread(str(tmp_path / "dose.png"))
     assert img is not None and img.shape[0] > 300
     assert statement in (tmp_path / "dose.md").read_text()

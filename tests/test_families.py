@@ -250,7 +250,7 @@ def test_the_workflow_runs_on_a_tiny_minigpt4_it_converts_itself(tmp_path):
     """The whole DAG on a tiny random model of another family than the embedded captioner's: MiniGPT-4's three
     tiny released parts, converted by rule convert_model inside the run. Its captions mention nothing, so the
     candidates' captions are forged after captioning; every later rule then runs on it. (Every family runs the
-    stage functions of the later rules in test_every_later_stage_runs_on_the_family.)"""
+    rule functions of the later rules in test_every_later_rule_runs_on_the_family.)"""
     import h5py
     import yaml
 
@@ -436,26 +436,20 @@ def test_decode_steps_run_unedited(family, images):
     assert changed  # the ablation changed captions: the equality is not vacuous
 
 
-def test_every_later_stage_runs_on_the_family(family, images, tmp_path):
-    """The workflow's stage functions, as the rules call them, on forged samples of k = bear (D = four images of
+def test_every_later_rule_runs_on_the_family(family, images, tmp_path):
+    """The workflow's rule functions, as the scripts call them, on forged samples of k = bear (D = four images of
     four sizes, the inpainted image a copy with k's box greyed, the captions given): dumps with the image's own
     token layout, the three methods' sets and their controls, the heatmaps, decoded neurons and perturbed
     captions."""
     import cv2
     import h5py
 
-    from kneurons.calibration import noise_scale_stage
-    from kneurons.neuronsets import baseline_stage, control_stage, ours_stage, stage1_stage
-    from kneurons.reporting import heatmaps_stage
+    from kneurons.names import BOUNDS_FILE
+    from kneurons.protocol import Captioning
+    from kneurons.rules.figures import decoded_neurons, heatmaps
+    from kneurons.rules.neurons import dumps, neurons_baseline, neurons_control, neurons_ours, neurons_stage1
+    from kneurons.rules.perturb import load_samples, necessity, noise_scale, sufficiency
     from kneurons.samples import Candidate, write_tsv
-    from kneurons.stages import (
-        activations_stage,
-        decoded_neurons_stage,
-        gradcam_stage,
-        load_samples,
-        perturb_stage,
-        restore_stage,
-    )
 
     name, loaded = family
     (tmp_path / "images").mkdir()
@@ -476,12 +470,13 @@ def test_every_later_stage_runs_on_the_family(family, images, tmp_path):
     write_tsv(tmp_path / "selected.tsv", rows)
     data = (loaded, str(tmp_path / "instances.json"), str(tmp_path / "images"), str(tmp_path / "selected.tsv"))
     d = {kind: str(tmp_path / kind) for kind in ("acts", "cam", "ours", "schwettmann", "pan", "ours_control")}
-    activations_stage(*data, PROMPTS[name], d["acts"])
-    gradcam_stage(*data, PROMPTS[name], [], d["cam"])
-    ours_stage(d["acts"], d["cam"], {"activation": "q0.9", "gradcam": "q0.5"}, False, d["ours"])
+    captioning = Captioning(PROMPTS[name], max_new_tokens=4, batch_size=16)
+    dump_dirs = {"activations": d["acts"], "gradcam": d["cam"]}
+    dumps(*data, captioning, {"mode": "full", "trace_share": 0.01}, dump_dirs)
+    neurons_ours(dump_dirs, {"activation": "q0.9", "gradcam": "q0.5"}, False, d["ours"])
     for method in ("schwettmann", "pan"):
-        baseline_stage(method, d["ours"], d["acts"], d["cam"], False, d[method])
-    control_stage("ours", d["ours"], d["cam"], d["ours_control"])
+        neurons_baseline(method, d["ours"], dump_dirs, False, d[method])
+    neurons_control("ours", d["ours"], dump_dirs, d["ours_control"])
 
     newline_tokens = name in ("llava_next", "llava_onevision")  # each row's newline token covers no pixel
     for i, image in enumerate(images, 1):
@@ -502,28 +497,27 @@ def test_every_later_stage_runs_on_the_family(family, images, tmp_path):
         control = json.loads((tmp_path / f"ours_control/{i}.json").read_text())
         assert control["layer_counts"] == ours["layer_counts"]
 
-    heatmaps_stage(*data[1:], d["acts"], d["ours"], "bear", 3, str(tmp_path / "heat.png"))
+    heatmaps(*data[1:], d["acts"], d["ours"], "bear", 3, str(tmp_path / "heat.png"))
     assert cv2.imread(str(tmp_path / "heat.png")).shape[0] > 50
     out = [str(tmp_path / "dec.csv"), str(tmp_path / "dec.md")]
-    decoded_neurons_stage(loaded, [d["ours"], d["pan"]], data[3], 3, *out)
+    decoded_neurons(loaded, [d["ours"], d["pan"]], data[3], 3, *out)
     decoded = (tmp_path / "dec.csv").read_text().splitlines()[1:]
     sizes = [json.loads((tmp_path / f"{m}/{i}.json").read_text())["size"] for m in ("ours", "pan") for i in range(1, 5)]
     assert len(decoded) == sum(sizes)
-    noise_scale_stage("calibrated", [2.0], [d["acts"]], str(tmp_path / "scale.json"))
+    noise_scale("calibrated", [2.0], [d["acts"]], str(tmp_path / "scale.json"))
     protocol = Protocol((2.0,), 1)
-    samples = load_samples(*data, PROMPTS[name], {}, protocol)
-    perturb_stage(loaded, samples, {"ours_control": d["ours_control"]}, str(tmp_path / "scale.json"), PROMPTS[name],
-                  protocol, {}, {"ours_control": str(tmp_path / "perturb.jsonl")}, max_new_tokens=4,
-                  batch_size=16)  # fmt: skip
+    samples = load_samples(*data, captioning, protocol)
+    r = json.loads((tmp_path / "scale.json").read_text())["reference_scale"]
+    necessity(loaded, samples, {"ours_control": d["ours_control"]}, r, protocol, captioning,
+              {"ours_control": str(tmp_path / "perturb.jsonl")})  # fmt: skip
     lines = [json.loads(line) for line in (tmp_path / "perturb.jsonl").read_text().splitlines()]
     assert len(lines) == 4 * 2 * 4  # sets x (noise at one level and seed, ablation) x images of D
     assert {ln["perturbation"] for ln in lines} == {"noise", "ablation"}
     assert all(np.isfinite(ln["logp"]) for ln in lines)  # log p of "bear" in each image's clean caption
-    stage1_stage(d["ours"], d["acts"], str(tmp_path / "ours_stage1"))
+    neurons_stage1(d["ours"], dump_dirs, str(tmp_path / "ours_stage1"))
     kinds = {"ours": d["ours"], "ours_stage1": str(tmp_path / "ours_stage1")}
     outs = {kind: str(tmp_path / f"restore_{kind}.jsonl") for kind in kinds}
-    restore_stage(loaded, samples.of("bear"), kinds, PROMPTS[name], {}, outs, str(tmp_path / "bounds.jsonl"),
-                  max_new_tokens=4)  # fmt: skip
+    sufficiency(loaded, samples.of("bear"), kinds, captioning, outs | {BOUNDS_FILE: str(tmp_path / "bounds.jsonl")})
     for path in outs.values():  # every set of k patched into every sample of k
         restored = [json.loads(line) for line in Path(path).read_text().splitlines()]
         assert sorted((ln["set"], ln["image_id"]) for ln in restored) == [

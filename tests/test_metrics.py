@@ -9,7 +9,9 @@ import pytest
 
 from kneurons.comparisons import verdict
 from kneurons.errors import DataError
-from kneurons.metrics import RESTORE, markdown_table, pairwise, per_set_scores, restoration_scores, table2
+from kneurons.io import markdown_table
+from kneurons.metrics import pairwise, per_set_scores, restoration_scores, table2
+from kneurons.names import RESTORE
 
 
 def line(method, k, set_id, level, image_k, mentions, mentions_target=False, seed=0, has_target=None):

@@ -121,13 +121,14 @@ def test_the_stage1_control_draws_n_k_units_from_the_candidates_only():
     """|N_k| units of C^k (recomputed from max_p V with ours' activation threshold), drawn by a seed of knowledge
     and image: every unit a candidate, as many as N_k, the same on a second draw, another draw for another image;
     a dump that disagrees with the recorded candidate count is an error."""
-    from kneurons.neuronsets import ours_set, stage1_set
+    from kneurons.neuronsets import ours_set, stage1_set, two_stage
 
     rng = np.random.default_rng(3)
     v_max = rng.uniform(0, 1, (3, 40))
     v_max[1, :10] += 5.0  # layer 1's first ten units: the only candidates
     g_max = rng.uniform(-1, 1, (3, 40))
-    ours = ours_set(v_max, g_max, {"activation": 3.0, "gradcam": "q0.5"}, False, "bear", 7)
+    thresholds = {"activation": 3.0, "gradcam": "q0.5"}
+    ours = ours_set(two_stage(v_max, g_max, thresholds, False), g_max, thresholds, "bear", 7)
     assert ours["candidates"] == 10 and 0 < ours["size"] < 10
     got = stage1_set(ours, v_max)
     units = {(layer, unit) for layer, unit, _ in got["neurons"]}

@@ -14,7 +14,8 @@ from kneurons.families import grid_regions
 from kneurons.figures import HeatmapPanel, layer_shares, plot_heatmaps, plot_layer_distribution
 from kneurons.io import read_tsv_rows
 from kneurons.models import load_model
-from kneurons.reporting import example_level, examples_stage
+from kneurons.reporting import example_level
+from kneurons.rules.figures import examples
 from kneurons.samples import Candidate, write_tsv
 from kneurons.vocab import decode_neurons, top_tokens
 
@@ -92,7 +93,7 @@ def test_examples_pick_the_sample_own_set_at_the_level_and_seed_0(tmp_path):
     ]
     jsonl = tmp_path / "p.jsonl"
     jsonl.write_text("".join(json.dumps(x) + "\n" for x in lines))
-    examples_stage([str(jsonl)], str(tmp_path / "selected.tsv"), ["ours", "pan", "ours_control"], 80.0,
+    examples([str(jsonl)], str(tmp_path / "selected.tsv"), ["ours", "pan", "ours_control"], 80.0,
                    str(tmp_path / "ex.csv"), str(tmp_path / "ex.md"))  # fmt: skip
     rows = read_tsv_rows(tmp_path / "ex.csv", delimiter=",")
     assert rows == [

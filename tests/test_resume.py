@@ -55,6 +55,12 @@ def _kill_when(workdir: Path, ready, stop_at: str = "", timeout: float = 900) ->
     assert not _group_members(proc.pid), "a process of the killed run is still alive"
 
 
+def _tree(workdir: Path) -> dict[str, tuple[int, int]]:
+    """Every file under ``workdir``'s results/ and Snakemake's markers, with its size and modification time."""
+    files = [*(workdir / "results").rglob("*"), *(workdir / ".snakemake/incomplete").rglob("*")]
+    return {str(p.relative_to(workdir)): (p.stat().st_size, p.stat().st_mtime_ns) for p in files if p.is_file()}
+
+
 def _exists(workdir: Path, pattern: str, text: str = "") -> bool:
     return any(text in p.read_text(errors="replace") if text else True for p in workdir.glob(pattern) if p.is_file())
 
@@ -150,6 +156,15 @@ def test_sigkill_at_three_points_then_resume_reruns_only_unfinished_jobs_and_giv
     assert f"{gradcam}: left by a job that an interrupted run never recorded as finished; a run (not" in dry.stderr
     assert (work / gradcam).is_dir() and marker.exists()
     dump.write_bytes(dump.read_bytes()[:4096])
+    # Reading the workflow changes nothing: a dry run, a report and the linter leave every file as it was (the
+    # truncated dump and the unrecorded output included); only a run that executes jobs discards them.
+    before = _tree(work)
+    for args in (["-n"], ["--report", str(tmp_path / "report.html")], ["--lint"], ["--list-changes", "code"]):
+        read = snakemake(work, *args)
+        assert read.returncode == 0, (args, read.stderr[-3000:])
+        assert _tree(work) == before, args
+        if args == ["-n"]:
+            assert f"{dump.relative_to(work)}: truncated or incomplete HDF5 dump; " in read.stderr
     proc = snakemake(work, "--cores", "2", str(dump.parent.relative_to(work)), target)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"{dump.relative_to(work)}: truncated or incomplete HDF5 dump" in proc.stderr

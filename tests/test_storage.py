@@ -11,8 +11,8 @@ import torch
 from kneurons.dumpstats import activation_record, gradcam_record, traces
 from kneurons.generation import adaptive_batches
 from kneurons.h5io import write_dump
-from kneurons.neuronsets import baseline_stage, ours_stage
-from kneurons.preflight import discard_dump_dirs, incomplete_dumps
+from kneurons.preflight import DRY, discard_dump_dirs, incomplete_dumps
+from kneurons.rules.neurons import neurons_baseline, neurons_ours
 
 L, P, D = 3, 16, 40
 
@@ -42,11 +42,12 @@ def test_compact_and_full_dumps_give_identical_neuron_sets(tmp_path):
     for mode in ("full", "compact"):
         acts, cams = write_dumps(tmp_path, mode)
         ours = tmp_path / f"ours_{mode}"
-        ours_stage(str(acts), str(cams), {"activation": "q0.9", "gradcam": "q0.5"}, False, str(ours))
+        dumps = {"activations": str(acts), "gradcam": str(cams)}
+        neurons_ours(dumps, {"activation": "q0.9", "gradcam": "q0.5"}, False, str(ours))
         sets[mode] = {"ours": [json.loads(p.read_text()) for p in sorted(ours.glob("*.json"))]}
         for method in ("schwettmann", "pan"):
             out = tmp_path / f"{method}_{mode}"
-            baseline_stage(method, str(ours), str(acts), str(cams), False, str(out))
+            neurons_baseline(method, str(ours), dumps, False, str(out))
             sets[mode][method] = [json.loads(p.read_text()) for p in sorted(out.glob("*.json"))]
     assert sets["full"] == sets["compact"]
     assert all(s["size"] > 0 for s in sets["full"]["ours"])
@@ -78,8 +79,10 @@ def test_truncated_dump_found_and_its_directory_discarded(tmp_path):
     bad = acts / "7.h5"
     bad.write_bytes(bad.read_bytes()[:2048])
     assert incomplete_dumps([acts]) == [bad]
+    assert discard_dump_dirs([bad], dry_run=True) == [f"{bad}: truncated or incomplete HDF5 dump; {acts}: {DRY}"]
+    assert bad.exists()
     lines = discard_dump_dirs([bad])
-    assert lines == [f"{bad}: truncated or incomplete HDF5 dump; {acts} will be recomputed"]
+    assert lines == [f"{bad}: truncated or incomplete HDF5 dump; {acts}: recomputed"]
     assert not acts.exists()
 
 

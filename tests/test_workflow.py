@@ -11,8 +11,7 @@ import yaml
 
 from kneurons.coco import load_coco
 from kneurons.io import read_tsv_rows
-from kneurons.metrics import PAIRS
-from kneurons.neuronsets import METHODS, SET_KINDS, SHADOWED
+from kneurons.names import METHODS, PAIRS, SET_KINDS, SHADOWED
 from kneurons.synth.scenes import annotations_digest
 from tests.helpers import DEFAULT_CONFIG, TEST_CONFIG, job_counts, snakemake
 

@@ -1,6 +1,6 @@
 """What an activation or GradCAM dump holds, in either storage mode.
 
-Both modes keep the per-neuron statistics every later stage reads, (L, d_ff) float32 each:
+Both modes keep the per-neuron statistics every later rule reads, (L, d_ff) float32 each:
 ``v_max`` = max_p V (stage 1), ``o_mean`` = mean_p O' (Pan), ``o_std`` = std_p O' (relative noise) and
 ``g_max`` = max_p g (stage 2), ``g_mean`` = mean_p g (Schwettmann). "full" adds the whole arrays, O' of both images
 (L, P, d_ff) float16 and g (L, P, d_ff) float32; "compact" adds only the (P,) traces of O' for the neurons with the

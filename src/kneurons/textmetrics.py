@@ -8,9 +8,6 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
-import sacrebleu
-from bert_score import score as bert_score
-from rouge_score.rouge_scorer import RougeScorer
 
 from kneurons.errors import DataError
 from kneurons.metrics import aggregate
@@ -39,6 +36,11 @@ def pair_scores(
 
     Identical pairs are scored once. Each array has one value per pair, in order.
     """
+    # torch and transformers (bert-score), nltk (rouge-score): imported by Table III's job alone
+    import sacrebleu
+    from bert_score import score as bert_score
+    from rouge_score.rouge_scorer import RougeScorer
+
     unique = sorted(set(zip(candidates, references, strict=True)))
     index = {pair: i for i, pair in enumerate(unique)}
     rouge = RougeScorer(["rouge1", "rougeL"])

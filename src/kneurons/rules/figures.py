@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -25,12 +26,16 @@ from kneurons.h5io import read_dump
 from kneurons.io import markdown_table, read_tsv_rows, write_text, write_tsv_rows
 from kneurons.lines import read_lines
 from kneurons.metrics import table_order
-from kneurons.models import LoadedModel
 from kneurons.names import ALL, CONTROL, NONE
 from kneurons.neuronsets import read_sets
 from kneurons.reporting import dose_level, dose_point, specificity_statement, strongest
 from kneurons.samples import Candidate, no_sample_note, read_tsv, sample_images, selected
-from kneurons.vocab import decode_neurons
+
+if TYPE_CHECKING:
+    from kneurons.models import LoadedModel
+
+# Model code (torch, transformers) is imported inside the functions of the rules that load a model, so the jobs of
+# the other rules start without it (bench/job_startup.py).
 
 
 def layer_distribution(summary_tsv: str, out_png: str, out_csv: str, out_md: str) -> None:
@@ -161,6 +166,8 @@ def decoded_neurons(
     the Markdown shows each method's ``top`` highest-scored neurons of each target's first sample (or says why
     there is none: no sample in D, ``samples_tsv``'s reasons, or only empty sets). Each distinct neuron is decoded
     once, in one product per layer."""
+    from kneurons.vocab import decode_neurons
+
     sets = [s for d in set_dirs for s in read_sets(d)]
     distinct = sorted({(layer, unit) for s in sets for layer, unit, _ in s["neurons"]})
     decoded = dict(zip(distinct, decode_neurons(loaded, distinct, top) if distinct else [], strict=True))

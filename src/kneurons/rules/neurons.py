@@ -5,18 +5,24 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kneurons.coco import read_image, read_record, records_by_id
-from kneurons.dumps import TokenLayout, gradcam, image_activations
 from kneurons.dumpstats import activation_record, gradcam_record
 from kneurons.errors import DataError
 from kneurons.h5io import read_dump, write_dump
 from kneurons.io import atomic_path, per_image_files, write_json, write_tsv_rows
-from kneurons.models import LoadedModel
 from kneurons.names import CONTROL, STAGE1
 from kneurons.neuronsets import derived_set, needs, ours_set, read_sets, two_stage
 from kneurons.protocol import Captioning
 from kneurons.samples import Candidate, read_tsv, selected
+
+if TYPE_CHECKING:
+    from kneurons.dumps import TokenLayout
+    from kneurons.models import LoadedModel
+
+# Model code (torch, transformers) is imported inside the functions of the rules that load a model, so the jobs of
+# the other rules start without it (bench/job_startup.py).
 
 
 def _dump_attrs(loaded: LoadedModel, prompt: str, row: Candidate, layout: TokenLayout) -> dict:
@@ -45,6 +51,8 @@ def dumps(
     (``token_positions`` (P,), ``token_regions`` (P, 4)); and ``out["gradcam"]/{image_id}.h5`` with max_p g and
     mean_p g (L, d_ff), D[:, c] (L, d_ff) for Pan's score and (full) g (L, P, d_ff) f32, for the logit of k's
     first caption token."""
+    from kneurons.dumps import gradcam, image_activations
+
     records = records_by_id(annotations, images)
     rows = selected(read_tsv(selected_tsv))
     mode, prompt = settings["mode"], captioning.prompt

@@ -8,6 +8,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -25,11 +26,9 @@ from kneurons.comparisons import (
 )
 from kneurons.errors import DataError
 from kneurons.figures import Bar, plot_restoration
-from kneurons.generation import Continuation, scored_captions
 from kneurons.h5io import read_dump
 from kneurons.io import atomic_path, markdown_table, per_image_files, write_json, write_text, write_tsv_rows
 from kneurons.lines import caption_line, empty_line, read_lines, read_restorations
-from kneurons.logprob import continuations
 from kneurons.metrics import (
     PAIRED,
     RESTORATION,
@@ -40,12 +39,9 @@ from kneurons.metrics import (
     restoration_scores,
     table_order,
 )
-from kneurons.models import LoadedModel
 from kneurons.names import ALL, BOUNDS, BOUNDS_FILE, CEILING, CONTROL, FLOOR, NONE, ORIGINAL, SHADOWED
 from kneurons.neuronsets import read_sets
-from kneurons.perturb import layer_units, perturbed_captions
 from kneurons.protocol import Captioning, Protocol
-from kneurons.restore import every_unit, no_unit, restored_captions
 from kneurons.samples import Candidate, read_knowledge, read_tsv, sample_images
 from kneurons.tables import (
     MARGIN_COLUMNS,
@@ -57,6 +53,13 @@ from kneurons.tables import (
     with_intervals,
 )
 from kneurons.textmetrics import METRICS, TABLE3_CAPTION, TABLE3_COLUMNS, bertscore_model_path
+
+if TYPE_CHECKING:
+    from kneurons.generation import Continuation
+    from kneurons.models import LoadedModel
+
+# Model code (torch, transformers) is imported inside the functions of the rules that load a model, so the jobs of
+# the other rules start without it (bench/job_startup.py).
 
 
 def noise_scale(scale: str, levels: Sequence[float], activation_dirs: Sequence[str], out_json: str) -> None:
@@ -110,6 +113,8 @@ def load_samples(
 ) -> Samples:
     """D (every target's selected rows of ``selected_tsv``, in (knowledge, image id) order) with the original
     images and, when ``protocol`` scores log p, each sample's continuation."""
+    from kneurons.logprob import continuations
+
     rows = sample_images(selected_tsv)
     records = records_by_id(annotations, images)
     pixels = [read_record(records[r.image_id]) for r in rows]
@@ -131,6 +136,8 @@ def reference_captions(
     """Rule reference_captions: the no-perturbation reference, D's clean captions (and log p) once per run. One
     JSON line per (knowledge target k of D, sample of D), method "none", level "none": what Table II's scores
     are without any perturbation."""
+    from kneurons.generation import scored_captions
+
     d = load_samples(loaded, annotations, images, selected_tsv, captioning, protocol)
     scored = scored_captions(loaded, d.pixels, captioning.prompt, d.continuations, **captioning.generation)
     with atomic_path(out_jsonl) as tmp, open(tmp, "w") as out:
@@ -142,6 +149,8 @@ def reference_captions(
 
 def _units(nset: dict) -> list[np.ndarray] | None:
     """A set's units by layer (None for an empty set)."""
+    from kneurons.perturb import layer_units
+
     return layer_units(nset["neurons"], len(nset["layer_counts"])) if nset["neurons"] else None
 
 
@@ -159,6 +168,8 @@ def necessity(
     ``reference`` scale r; zero-ablation), with the log p of each sample's own object. One JSON line per (set,
     perturbation, sample) in ``out_jsonls[kind]``; an empty set gets one line {"set_size": 0, "empty": true} and
     no captions."""
+    from kneurons.perturb import perturbed_captions
+
     conditions = protocol.perturbations()
     rows = [(c, j) for c in conditions for j in range(len(d.rows))]
     for kind, sets_dir in set_dirs.items():
@@ -200,6 +211,8 @@ def sufficiency(
     one JSON line per (set, sample) in ``out_jsonls[kind]``; and, in ``out_jsonls[BOUNDS_FILE]``, b's ceiling
     (every unit patched), floor (nothing patched) and original image (unedited). Each line: the caption, whether it
     names k, and log p of k's first token in b's clean caption."""
+    from kneurons.restore import every_unit, no_unit, restored_captions
+
     sets = {kind: [(nset, _units(nset)) for nset in read_sets(path)] for kind, path in set_dirs.items()}
     patched = [(kind, nset, units) for kind, found in sets.items() for nset, units in found if units is not None]
     bounds = [(CEILING, every_unit(loaded)), (FLOOR, no_unit(loaded))]

@@ -4,14 +4,19 @@ candidates (the one rule here that runs the model), the paper's three constraint
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from kneurons import imagecheck, samples
 from kneurons.coco import image_records, load_coco, read_image, read_record, records_by_id
-from kneurons.generation import generate_captions
 from kneurons.jobs import console
-from kneurons.models import LoadedModel
 from kneurons.protocol import Captioning
 from kneurons.samples import Knowledge, read_knowledge, read_tsv, write_tsv
+
+if TYPE_CHECKING:
+    from kneurons.models import LoadedModel
+
+# Model code (torch, transformers) is imported inside the functions of the rules that load a model, so the jobs of
+# the other rules start without it (bench/job_startup.py).
 
 
 def knowledge(annotations: str, spec: str | list[str], per_supercategory: int, out_tsv: str) -> list[Knowledge]:
@@ -64,6 +69,8 @@ def caption_candidates(
 ) -> None:
     """Rule caption_candidates: caption each candidate's original and inpainted image (batched); candidates
     already rejected (an unusable box) stay uncaptioned."""
+    from kneurons.generation import generate_captions
+
     rows = read_tsv(candidates_tsv)
     todo = [r for r in rows if r.status != "rejected"]
     records = records_by_id(annotations, images)

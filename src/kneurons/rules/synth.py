@@ -19,16 +19,8 @@ from kneurons.synth.scenes import write_split
 def synth_split(n_images: int, seed: int, synth: Mapping, out_json: str, image_dir: str) -> None:
     """Rule synth_split: one synthetic COCO-format split of ``n_images`` scenes drawn from ``seed`` (JPEGs in
     ``image_dir``, the instances JSON ``out_json``); ``synth``: the config's image size, objects, margin, quality."""
-    write_split(
-        out_json=out_json,
-        image_dir=image_dir,
-        n_images=n_images,
-        seed=seed,
-        image_size=synth["image_size"],
-        max_objects=synth["max_objects"],
-        margin=synth["margin"],
-        jpeg_quality=synth["jpeg_quality"],
-    )
+    scene = (synth["image_size"], synth["max_objects"], synth["margin"], synth["jpeg_quality"])
+    write_split(out_json, image_dir, n_images, seed, *scene)
 
 
 def train_captioner(
