@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -61,10 +62,14 @@ def test_the_shipped_partitions_send_gpu_jobs_to_the_gpu_partition_and_the_other
 
 
 @pytest.fixture(scope="module")
-def node() -> dict[str, int]:
+def node() -> Iterator[dict[str, int]]:
+    """The one-node cluster, started for this module and stopped after it (its configuration removed)."""
     proc = subprocess.run(["bash", str(REPO / "tests/slurm/start_cluster.sh")], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    return {k: int(v) for k, v in (kv.split("=") for kv in proc.stdout.split())}
+    try:
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+        yield {k: int(v) for k, v in (kv.split("=") for kv in proc.stdout.split())}
+    finally:
+        subprocess.run(["bash", str(REPO / "tests/slurm/stop_cluster.sh")], check=False)
 
 
 def node_profile(root: Path, cpus: int, mem_mb: int) -> Path:
