@@ -29,6 +29,12 @@ def snakemake(workdir: Path, *args: str, configs: tuple[Path, ...] = (TEST_CONFI
     return subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
 
 
+def forged_ids(tokenizer, caption: str) -> str:
+    """The caption_ids of a row whose caption a test forges: the caption's own tokens (what a model that wrote it
+    after its prompt would have emitted), as stored in the sample table."""
+    return " ".join(map(str, tokenizer(caption, add_special_tokens=False)["input_ids"]))
+
+
 def job_counts(output: str) -> dict[str, int]:
     """The "Job stats" table of a snakemake run or dry run, as {rule: count}."""
     table = output.split("Job stats:")[-1]

@@ -105,11 +105,11 @@ def test_noise_and_ablation_are_the_workflows_perturbations(kn, sample):
     want = [c for c, _ in perturbed_captions(kn.loaded, [image], kn.prompt, units, rows, 0.5, max_new_tokens=8)]
     with kn.noise(every, 3.0, seed=2, scale=0.5):
         assert kn.caption([image], max_new_tokens=8) == want[:1]
-        noisy = kn.logprob(image, caption, k)
+        noisy = kn.logprob(image, " " + caption, k)
     with kn.ablate(every):
         assert kn.caption([image], max_new_tokens=8) == want[1:]
-        ablated = kn.logprob(image, caption, k)
-    clean = kn.logprob(image, caption, k)  # the captions of this 2-layer model survive; log p does not
+        ablated = kn.logprob(image, " " + caption, k)
+    clean = kn.logprob(image, " " + caption, k)  # the captions of this 2-layer model survive; log p does not
     assert abs(noisy - clean) > 1e-3 and abs(ablated - clean) > 1e-3
 
 
@@ -143,7 +143,7 @@ def test_logprob_is_log_softmax_of_a_plain_forward(kn, sample):
 
     image, k = read_image(sample["record"].path), sample["knowledge"]
     caption = sample["caption"]
-    got = kn.logprob(image, caption, k)
+    got = kn.logprob(image, " " + caption, k)  # the text after the prompt, exactly as written
     inputs = image_inputs(kn.loaded, [image], f"{kn.prompt} {caption}")[0]
     tok = kn.loaded.processor.tokenizer
     ids = inputs["input_ids"][0].tolist()
@@ -152,7 +152,7 @@ def test_logprob_is_log_softmax_of_a_plain_forward(kn, sample):
         logits = kn.loaded.model(**inputs).logits[0, j - 1].float()  # the softmax in float32 whatever the dtype
     assert got == pytest.approx(float(torch.log_softmax(logits, -1)[ids[j]]), abs=1e-5)
     with kn.ablate([(0, u) for u in range(kn.loaded.d_ff)]):
-        assert kn.logprob(image, caption, k) != pytest.approx(got, abs=1e-4)
+        assert kn.logprob(image, " " + caption, k) != pytest.approx(got, abs=1e-4)
 
 
 def test_bad_arguments_are_one_line(kn, sample):
@@ -185,7 +185,7 @@ def test_the_api_runs_on_other_families(name, tmp_path):
     torch.manual_seed(0)
     kn = KnowledgeNeurons.load(FAMILIES[name](tmp_path / "model"), prompt=PROMPTS[name])
     image = np.random.default_rng(1).integers(0, 256, (40, 56, 3), dtype=np.uint8)
-    found = kn.find(image, "bear", box=[8, 6, 20, 18], caption="a bear on the grass", settings=Settings("q0.9"))
+    found = kn.find(image, "bear", box=[8, 6, 20, 18], caption=" a bear on the grass", settings=Settings("q0.9"))
     p = found.layout.n_tokens
     assert found.original.shape == (kn.loaded.n_layers, p, kn.loaded.d_ff) == found.inpainted_activations.shape
     assert found.token == "bear" and found.sets["ours"]["size"] == len(found.neurons("ours")) > 0

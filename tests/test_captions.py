@@ -41,3 +41,13 @@ def test_mention_span_points_at_the_first_mention():
     start, end = mention_span(caption, "fire hydrant")
     assert caption[start:end] == "Fire  Hydrant"
     assert mention_span("nothing here", "bear") is None
+
+
+def test_mention_spans_index_the_caption_whatever_lower_case_does_to_its_length():
+    # "İ".lower() is two characters ("i" and a combining dot): matching on caption.lower() shifted every offset
+    assert mention_span("İİİ dog and a bus", "dog") == (4, 7)
+    assert mention_span("İstanbul has a cat", "istanbul") == (0, 8)
+    assert mention_span("ẞ and ﬁ then a Dog", "dog") == (15, 18)
+    caption = "İİ a TEDDY BEARS."
+    start, end = mention_span(caption, "teddy bear")
+    assert caption[start:end] == "TEDDY BEARS"

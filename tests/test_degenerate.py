@@ -17,6 +17,7 @@ from kneurons.rules.neurons import neurons_ours
 from kneurons.rules.perturb import load_samples, necessity, table2
 from kneurons.samples import Candidate, write_tsv
 from tests.conftest import PROMPT
+from tests.helpers import forged_ids
 
 
 def strict_json(text: str) -> dict:
@@ -45,13 +46,16 @@ def test_thresholds_that_select_nothing_give_a_recorded_empty_set(tmp_path):
 def test_an_empty_set_is_recorded_by_perturb_and_not_captioned(tmp_path, tiny_split, tiny_model_dir):
     record = next(r for r in image_records(load_coco(tiny_split[0]), tiny_split[1]) if r.annotations)
     k = record.annotations[0].category
-    write_tsv(tmp_path / "selected.tsv", [Candidate(k, record.id, "x", caption=f"a {k} .", status="selected")])
+    loaded = load_model(tiny_model_dir)
+    ids = forged_ids(loaded.processor.tokenizer, f"a {k} .")
+    write_tsv(tmp_path / "selected.tsv", [Candidate(k, record.id, "x", caption=f"a {k} .", status="selected",
+                                                    caption_ids=ids)])  # fmt: skip
     sets = tmp_path / "sets"
     sets.mkdir()
     empty = {"method": "ours", "knowledge": k, "image_id": record.id, "size": 0, "layer_counts": [0, 0], "neurons": []}
     (sets / f"{record.id}.json").write_text(json.dumps(empty))
     out = tmp_path / "p.jsonl"
-    loaded, protocol = load_model(tiny_model_dir), Protocol((40.0,), 2)
+    protocol = Protocol((40.0,), 2)
     captioning = Captioning(PROMPT)
     d = load_samples(loaded, str(tiny_split[0]), str(tiny_split[1]), str(tmp_path / "selected.tsv"), captioning,
                      protocol)  # fmt: skip

@@ -20,7 +20,7 @@ def setup(tiny_model_dir, tiny_split):
     loaded = load_model(tiny_model_dir)
     rec = image_records(load_coco(tiny_split[0]), tiny_split[1])[0]
     name = rec.annotations[0].category
-    caption = f"{rec.extra['background']} with a {name} ."
+    caption = f" {rec.extra['background']} with a {name} ."  # the text after the prompt, exactly
     return loaded, read_image(rec.path), name, caption
 
 

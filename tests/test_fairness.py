@@ -26,6 +26,7 @@ from kneurons.rules.perturb import noise_scale, reference_captions
 from kneurons.samples import Candidate, write_tsv
 from kneurons.tables import TABLE2_COLUMNS
 from tests.conftest import PROMPT
+from tests.helpers import forged_ids
 from tests.test_storage import L, write_dumps
 
 
@@ -142,10 +143,12 @@ def test_bootstrap_interval_is_stratified_and_reproducible():
 
 def test_no_perturbation_reference_equals_plain_captioning(tmp_path, tiny_split, tiny_model_dir):
     records = [r for r in image_records(load_coco(tiny_split[0]), tiny_split[1]) if r.annotations][:3]
-    rows = [Candidate(r.annotations[0].category, r.id, "x", caption=f"a {r.annotations[0].category} .",
-                      inpainted_caption="y", status="selected") for r in records]  # fmt: skip
-    write_tsv(tmp_path / "selected.tsv", rows)
     loaded = load_model(tiny_model_dir)
+    captions = [f"a {r.annotations[0].category} ." for r in records]
+    rows = [Candidate(r.annotations[0].category, r.id, "x", caption=c, inpainted_caption="y", status="selected",
+                      caption_ids=forged_ids(loaded.processor.tokenizer, c))
+            for r, c in zip(records, captions, strict=True)]  # fmt: skip
+    write_tsv(tmp_path / "selected.tsv", rows)
     out = tmp_path / "reference.jsonl"
     reference_captions(loaded, str(tiny_split[0]), str(tiny_split[1]), str(tmp_path / "selected.tsv"),
                        Protocol((1.0,), 1), Captioning(PROMPT, {}, max_new_tokens=12, batch_size=2),

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
+from transformers import AutoTokenizer
 
 from kneurons.dumps import gradcam, image_activations, token_layout
 from kneurons.figures import token_map
@@ -22,6 +23,7 @@ from kneurons.protocol import Perturbation, Protocol
 from kneurons.restore import every_unit, no_unit, restored_captions
 
 from .families import FAMILIES, PROMPTS, decoder_inputs, minigpt4_sources
+from .helpers import forged_ids
 
 SIZES = [(48, 48), (40, 72), (70, 30), (96, 64)]  # (H, W): square, wide, tall, large
 
@@ -91,11 +93,11 @@ class _Recorder(nn.Module):
 
 def test_gradcam_equals_plain_autograd(family, images):
     name, loaded = family
-    image, caption = images[1], "a dog on the grass"
+    image, caption = images[1], " a dog on the grass"  # the text after the prompt, exactly (its space too)
     cam = gradcam(loaded, image, PROMPTS[name], caption, "dog")
     assert cam.token == "dog"
     # reference: the processor's own inputs, the model's own positions, recorder act_fns, torch.autograd.grad
-    inputs = loaded.processor(images=[image], text=[f"{PROMPTS[name]} {caption}"], return_tensors="pt")
+    inputs = loaded.processor(images=[image], text=[PROMPTS[name] + caption], return_tensors="pt")
     ids = inputs["input_ids"][0].tolist()
     j = ids.index(loaded.processor.tokenizer.convert_tokens_to_ids("dog"))
     model = load_model(loaded.path).model
@@ -113,13 +115,13 @@ def test_gradcam_equals_plain_autograd(family, images):
     assert np.abs(cam.gradcam[0]).sum() > 0
 
 
-CAPTIONS = ["a dog on the grass", "two cats and a dog", "the dog sleeps", "a red dog"]  # one per image
+CAPTIONS = [" a dog on the grass", " two cats and a dog", " the dog sleeps", " a red dog"]  # as written, one per image
 
 
 def plain_logp(loaded: LoadedModel, image: np.ndarray, prompt: str, caption: str, word: str) -> float:
     """The oracle: log_softmax of a plain forward of the processor's prompt + caption (the model's own positions)
     at the position before the word's token, found by id."""
-    inputs = loaded.processor(images=[image], text=[f"{prompt} {caption}"], return_tensors="pt")
+    inputs = loaded.processor(images=[image], text=[prompt + caption], return_tensors="pt")
     ids = inputs["input_ids"][0].tolist()
     j = ids.index(loaded.processor.tokenizer.convert_tokens_to_ids(word))
     with torch.no_grad():
@@ -282,6 +284,7 @@ def test_the_workflow_runs_on_a_tiny_minigpt4_it_converts_itself(tmp_path):
     for r in rows:
         if r.status != "rejected":
             r.caption, r.inpainted_caption = "a bear on the grass", "the grass"
+            r.caption_ids = forged_ids(AutoTokenizer.from_pretrained(work / "results/model/minigpt4"), r.caption)
     write_tsv(work / captioned, rows)
     run = snakemake(work, "--cores", "2", configs=(TEST_CONFIG, overlay))
     assert run.returncode == 0, run.stderr[-3000:]
@@ -465,7 +468,8 @@ def test_every_later_rule_runs_on_the_family(family, images, tmp_path):
         inpainted[box[1] : box[1] + box[3], box[0] : box[0] + box[2]] = 128
         cv2.imwrite(str(tmp_path / f"{i}_inpainted.png"), inpainted[:, :, ::-1])
         rows.append(Candidate("bear", i, str(tmp_path / f"{i}_inpainted.png"), caption="a bear on the grass",
-                              inpainted_caption="the grass", status="selected"))  # fmt: skip
+                              inpainted_caption="the grass", status="selected",
+                              caption_ids=forged_ids(loaded.processor.tokenizer, "a bear on the grass")))  # fmt: skip
     (tmp_path / "instances.json").write_text(json.dumps(coco))
     write_tsv(tmp_path / "selected.tsv", rows)
     data = (loaded, str(tmp_path / "instances.json"), str(tmp_path / "images"), str(tmp_path / "selected.tsv"))

@@ -195,7 +195,7 @@ def test_a_device_map_loads_through_accelerate_and_changes_no_result(tiny_model_
     records = [r for r in image_records(load_coco(tiny_split[0]), tiny_split[1]) if r.annotations][:3]
     images = [read_image(r.path) for r in records]
     names = [r.annotations[0].category for r in records]
-    captions = [f"a {n} ." for n in names]
+    captions = [f" a {n} ." for n in names]
     units = layer_units([[0, 1], [0, 5], [1, 3]], plain.n_layers)
     rows = [(Perturbation("noise", 3.0, 1), 0), (Perturbation("ablation"), 1), (Perturbation("noise", 0.0, 0), 2)]
     results = []

@@ -27,7 +27,7 @@ from kneurons.dumps import TokenLayout, gradcam, image_activations, target_posit
 from kneurons.dumpstats import activation_record, gradcam_record
 from kneurons.errors import DataError, KneuronsError
 from kneurons.figures import HeatmapPanel, heatmap_figure
-from kneurons.generation import generate_captions
+from kneurons.generation import emitted_captions, generate_captions
 from kneurons.inpaint import dilated, inpaint_mask, remove_objects
 from kneurons.models import LoadedModel, load_model
 from kneurons.neuronsets import sample_sets
@@ -85,6 +85,7 @@ class Finding:
     image: np.ndarray
     inpainted: np.ndarray
     caption: str
+    caption_ids: list[int] | None
     inpainted_caption: str
     token: str
     layout: TokenLayout
@@ -134,10 +135,21 @@ class KnowledgeNeurons:
         return generate_captions(self.loaded, pixels, self.prompt, max_new_tokens, batch_size, self._context)
 
     @torch.inference_mode()
-    def logprob(self, image: Image, caption: str, word: str, synonyms: Sequence[str] = ()) -> float:
-        """Teacher-forced log p of ``word``'s first token at the position that predicts it in prompt + caption (the
-        position GradCAM uses), under every active perturbation."""
-        inputs, j = target_position(self.loaded, as_array(image), self.prompt, caption, word, synonyms)
+    def logprob(
+        self,
+        image: Image,
+        caption: str,
+        word: str,
+        synonyms: Sequence[str] = (),
+        caption_ids: Sequence[int] | None = None,
+    ) -> float:
+        """Teacher-forced log p of ``word``'s first token at the position that predicts it after the prompt (the
+        position GradCAM uses), under every active perturbation. With ``caption_ids`` (e.g. a Finding's: the ids
+        the model emitted; ``caption`` their stripped text) exactly those ids are scored. Without them the text
+        is scored exactly as given, ``prompt + caption``: a caption that continues "The image shows a" with a word
+        starts with its space (" bear on grass"), one that continues a word does not ("n elephant"); nothing is
+        inserted."""
+        inputs, j = target_position(self.loaded, as_array(image), self.prompt, caption, word, synonyms, caption_ids)
         with self._context(inputs["input_ids"]):
             logits = self.loaded.model(**inputs, position_ids=self.loaded.positions(inputs)).logits
         return float(torch.log_softmax(logits[0, j - 1].float(), dim=-1)[inputs["input_ids"][0, j]])
@@ -215,7 +227,8 @@ class KnowledgeNeurons:
     ) -> Finding:
         """k's knowledge neurons in one image: k removed (``box`` or ``mask``, or an ``inpainted`` image given),
         both images captioned (``caption`` replaces the original's), O' of both, GradCAM on the logit of k's first
-        caption token, C^k and N_k, Schwettmann's and Pan's top-|N_k| and each method's random control (seeded by
+        caption token (read on the ids the model emitted; a ``caption`` given is scored as written after the prompt,
+        as ``logprob`` does), C^k and N_k, Schwettmann's and Pan's top-|N_k| and each method's random control (seeded by
         method, knowledge and ``image_id``), exactly as the workflow computes them."""
         pixels = as_array(image)
         if inpainted is None:
@@ -224,13 +237,13 @@ class KnowledgeNeurons:
             removed = as_array(inpainted)
         else:
             raise KneuronsError("find: give one of box=, mask= or inpainted=, not several")
-        captions = generate_captions(self.loaded, [pixels, removed], self.prompt, settings.max_new_tokens)
-        text = captions[0] if caption is None else caption
+        captions = emitted_captions(self.loaded, [pixels, removed], self.prompt, settings.max_new_tokens)
+        text, ids = captions[0] if caption is None else (caption, None)
         (original, layout), (after, _) = image_activations(self.loaded, [pixels, removed], self.prompt)
         if original.shape != after.shape:
             raise DataError(f"inpainted: {after.shape[1]} image tokens against the original's {original.shape[1]}")
         try:
-            cam = gradcam(self.loaded, pixels, self.prompt, text, knowledge, synonyms)
+            cam = gradcam(self.loaded, pixels, self.prompt, text, knowledge, synonyms, ids)
         except ValueError as e:
             raise KneuronsError(f"find: {e}; pass caption= with a caption that names it") from None
         stats = activation_record(original, after, "compact", 0.0) | gradcam_record(
@@ -243,7 +256,8 @@ class KnowledgeNeurons:
             image=pixels,
             inpainted=removed,
             caption=text,
-            inpainted_caption=captions[1],
+            caption_ids=ids,
+            inpainted_caption=captions[1][0],
             token=cam.token,
             layout=layout,
             original=original,

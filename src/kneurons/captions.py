@@ -10,7 +10,7 @@ _WORD = re.compile(r"[a-z]+")
 
 def words(text: str) -> list[str]:
     """Lower-cased alphabetic words of a text; punctuation and digits separate words."""
-    return _WORD.findall(text.lower())
+    return _WORD.findall(lowered(text))
 
 
 def _plural_forms(word: str) -> set[str]:
@@ -34,13 +34,20 @@ def _mention_pattern(phrase: str) -> re.Pattern | None:
     return re.compile(f"(?<![a-z]){body}(?![a-z])")
 
 
+def lowered(text: str) -> str:
+    """``text`` lower-cased character by character, each to one character, so that every offset stays: "İ"
+    (whose lower case is "i" and a combining dot) becomes "i", "ẞ" "ß"."""
+    return "".join(ch.lower()[0] for ch in text)
+
+
 def mention_span(caption: str, name: str, synonyms: Iterable[str] = ()) -> tuple[int, int] | None:
     """Character span (start, end) of the first mention of ``name`` (or a synonym) in ``caption``, or None.
 
     Multi-word names match as consecutive words ("fire hydrant"); the last word may be plural ("fire hydrants").
-    Matching is on whole words, so "cat" never matches inside "category".
+    Matching is on whole words, so "cat" never matches inside "category". The span indexes ``caption`` itself: the
+    caption is lower-cased one character at a time, each to one character (``lowered``), so offsets never shift.
     """
-    text = caption.lower()
+    text = lowered(caption)
     spans = [m.span() for p in map(_mention_pattern, (name, *synonyms)) if p and (m := p.search(text))]
     return min(spans) if spans else None
 

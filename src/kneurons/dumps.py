@@ -10,7 +10,7 @@ import torch
 
 from kneurons.captions import mention_span
 from kneurons.errors import ModelError
-from kneurons.generation import collate, image_inputs
+from kneurons.generation import Continuation, collate, extended, image_inputs
 from kneurons.hooks import capture_image_activations
 from kneurons.models import LoadedModel, weight_of
 
@@ -74,21 +74,47 @@ class GradCam:
     layout: TokenLayout
 
 
-def target_position(
-    loaded: LoadedModel, image: np.ndarray, prompt: str, caption: str, name: str, synonyms: Iterable[str] = ()
-) -> tuple[dict[str, torch.Tensor], int]:
-    """Processor inputs of ``prompt + " " + caption`` and the index j of the first token of k's mention in them.
+def token_ends(tokenizer, ids: Sequence[int]) -> list[int]:
+    """For each token of ``ids``, the length of the text the ids up to and including it decode to (special tokens
+    skipped): token i covers the decoded text's characters [ends[i - 1], ends[i])."""
+    return [len(tokenizer.decode(list(ids[: i + 1]), skip_special_tokens=True)) for i in range(len(ids))]
 
-    The token at j is c; the logit that predicts it sits at position j − 1. j is counted from the end: the
-    processor expands only the image placeholder (into image tokens and, by family, tile or row markers), so the
-    tokens from c to the end are the tokenizer's own. Raises ValueError if the caption does not mention k.
+
+def target_position(
+    loaded: LoadedModel,
+    image: np.ndarray,
+    prompt: str,
+    caption: str,
+    name: str,
+    synonyms: Iterable[str] = (),
+    caption_ids: Sequence[int] | None = None,
+) -> tuple[dict[str, torch.Tensor], int]:
+    """Processor inputs of the prompt followed by the caption, and the index j of the first token of k's mention.
+
+    With ``caption_ids`` (the ids the model emitted after the prompt; ``caption`` is their decoded text,
+    stripped), the inputs are the prompt's followed by exactly those ids, and j is found in their decoded offsets:
+    the sequence the model produced, whatever its first token ("The" after a chat template, "n" of "an"). Without
+    them (a text a user gave), the text is ``prompt + caption`` exactly as given (no space is inserted) and j is
+    found in its tokenizer offsets; the processor expands only the image placeholder, so the tokens from c to the
+    end are the tokenizer's own. The token at j is c; the logit that predicts it sits at position j − 1. Raises
+    ValueError if the caption does not mention k.
     """
     span = mention_span(caption, name, synonyms)
     if span is None:
         raise ValueError(f"caption does not mention {name!r}: {caption!r}")
-    text = f"{prompt} {caption}"
-    start = len(prompt) + 1 + span[0]
-    enc = loaded.processor.tokenizer(text, return_offsets_mapping=True)
+    tokenizer = loaded.processor.tokenizer
+    if caption_ids is not None:
+        decoded = tokenizer.decode(list(caption_ids), skip_special_tokens=True)
+        if decoded.strip() != caption:
+            raise ValueError(f"caption {caption!r} is not the text of its ids ({decoded.strip()!r})")
+        start = len(decoded) - len(decoded.lstrip()) + span[0]
+        i = next(i for i, end in enumerate(token_ends(tokenizer, caption_ids)) if end > start)
+        (prompt_part,) = image_inputs(loaded, [image], prompt)
+        inputs = extended(loaded, prompt_part, [Continuation(torch.as_tensor(list(caption_ids)), 0)])
+        return inputs, int(prompt_part["input_ids"].shape[1]) + i
+    text = prompt + caption
+    start = len(prompt) + span[0]
+    enc = tokenizer(text, return_offsets_mapping=True)
     ids, offsets = enc["input_ids"], enc["offset_mapping"]
     j = next(i for i, (a, b) in enumerate(offsets) if b > start and b > a)
     inputs = image_inputs(loaded, [image], text)[0]
@@ -113,11 +139,18 @@ def unit_logits(loaded: LoadedModel, token_id: int) -> np.ndarray:
 
 
 def gradcam(
-    loaded: LoadedModel, image: np.ndarray, prompt: str, caption: str, name: str, synonyms: Iterable[str] = ()
+    loaded: LoadedModel,
+    image: np.ndarray,
+    prompt: str,
+    caption: str,
+    name: str,
+    synonyms: Iterable[str] = (),
+    caption_ids: Sequence[int] | None = None,
 ) -> GradCam:
     """g = O' ⊙ ∂y_c/∂O' on the original image, y_c the logit of k's first caption token at the position
-    that predicts it (teacher-forced prompt + caption prefix). No parameter gradient is computed."""
-    inputs, j = target_position(loaded, image, prompt, caption, name, synonyms)
+    that predicts it (teacher-forced prompt + caption prefix: the emitted ``caption_ids`` where given,
+    ``target_position``). No parameter gradient is computed."""
+    inputs, j = target_position(loaded, image, prompt, caption, name, synonyms, caption_ids)
     token_id = int(inputs["input_ids"][0, j])
     layout = token_layout(loaded, inputs, image.shape[:2])
     inputs = {k: v[:, :j] if k in loaded.family.token_keys else v for k, v in inputs.items()}  # the prefix before c

@@ -122,7 +122,7 @@ class Continuation:
     index: int
 
 
-def _extended(
+def extended(
     loaded: LoadedModel, inputs: dict[str, torch.Tensor], continuations: Sequence[Continuation]
 ) -> dict[str, torch.Tensor]:
     """``inputs`` (B, T) with each row's continuation appended after the (left-padded) prompt and right-padded to
@@ -142,7 +142,6 @@ def _extended(
     return out
 
 
-@torch.inference_mode()
 def generate_scored_batch(
     loaded: LoadedModel,
     inputs: dict[str, torch.Tensor],
@@ -150,9 +149,22 @@ def generate_scored_batch(
     context: BatchContext | None = None,
     continuations: Sequence[Continuation] | None = None,
 ) -> tuple[list[str], list[float | None]]:
+    """``greedy_batch``'s captions and log-probabilities."""
+    captions, logps, _ = greedy_batch(loaded, inputs, max_new_tokens, context, continuations)
+    return captions, logps
+
+
+@torch.inference_mode()
+def greedy_batch(
+    loaded: LoadedModel,
+    inputs: dict[str, torch.Tensor],
+    max_new_tokens: int = 32,
+    context: BatchContext | None = None,
+    continuations: Sequence[Continuation] | None = None,
+) -> tuple[list[str], list[float | None], list[list[int]]]:
     """Greedy continuations of one batch of processor ``inputs`` (every tensor (B, ...)), decoded without special
-    tokens and stripped, and, with ``continuations`` (one per row), each row's teacher-forced log p of its
-    continuation's token ``index`` (None without).
+    tokens and stripped; with ``continuations`` (one per row), each row's teacher-forced log p of its
+    continuation's token ``index`` (None without); and the ids each row emitted before its end token.
 
     ``context`` is active during the prompt pass only (decode steps run untouched). The continuations ride in that
     same pass, after the prompts; the KV cache is then cropped back to the prompts, so greedy decoding starts
@@ -164,7 +176,7 @@ def generate_scored_batch(
     ids = inputs["input_ids"]
     n_prompt = ids.shape[1]
     attention = inputs["attention_mask"]
-    full = _extended(loaded, inputs, continuations) if continuations else inputs
+    full = extended(loaded, inputs, continuations) if continuations else inputs
     positions = loaded.positions(full)  # (B, T'), or (3, B, T') for M-RoPE
     keep_logits = full["input_ids"].shape[1] - n_prompt + 1  # the last prompt position and every continuation's
     with context(full["input_ids"]) if context else nullcontext():
@@ -204,7 +216,7 @@ def generate_scored_batch(
         )
         step_token = out.logits[:, -1].argmax(-1).to(ids.device)
     kept = [row[:n] for row, n in zip(tokens.tolist(), lengths, strict=True)]
-    return [c.strip() for c in loaded.processor.batch_decode(kept, skip_special_tokens=True)], logps
+    return [c.strip() for c in loaded.processor.batch_decode(kept, skip_special_tokens=True)], logps, kept
 
 
 def scored_captions(
@@ -240,3 +252,20 @@ def generate_captions(
 ) -> list[str]:
     """Greedy continuations of ``prompt`` for each image (``scored_captions`` without scores)."""
     return [c for c, _ in scored_captions(loaded, images, prompt, None, max_new_tokens, batch_size, context)]
+
+
+def emitted_captions(
+    loaded: LoadedModel,
+    images: Sequence[np.ndarray],
+    prompt: str,
+    max_new_tokens: int = 32,
+    batch_size: int | str = 64,
+) -> list[tuple[str, list[int]]]:
+    """Greedy continuations of ``prompt`` for each image with the ids the model emitted (before its end token):
+    what log p and GradCAM teacher-force later (kneurons.dumps.target_position), never a re-tokenised text."""
+
+    def run(sl: slice) -> list[tuple[str, list[int]]]:
+        captions, _, ids = greedy_batch(loaded, prompt_inputs(loaded, images[sl], prompt), max_new_tokens)
+        return list(zip(captions, ids, strict=True))
+
+    return adaptive_batches(len(images), batch_size, run)

@@ -22,12 +22,14 @@ def continuation(
     caption: str,
     name: str,
     synonyms: Iterable[str] = (),
+    caption_ids: Sequence[int] | None = None,
 ) -> Continuation:
-    """The tokens of `` caption`` after the prompt whose processor ids are ``prompt_ids`` (T,), with the index of
-    the first token of the mention of ``name`` in them: log p of that token is read at the position that predicts
-    it, the position GradCAM uses (kneurons.dumps.target_position). ValueError if the caption does not mention
-    ``name``; ModelError if the prompt's tokens change when the caption follows (no shared prompt pass)."""
-    full, j = target_position(loaded, image, prompt, caption, name, synonyms)
+    """The tokens of ``caption`` after the prompt whose processor ids are ``prompt_ids`` (T,): the ids the model
+    emitted (``caption_ids``) where given, else the text as given (kneurons.dumps.target_position); with the index
+    of the first token of the mention of ``name`` in them: log p of that token is read at the position that
+    predicts it, the position GradCAM uses. ValueError if the caption does not mention ``name``; ModelError if the
+    prompt's tokens change when the caption follows (no shared prompt pass)."""
+    full, j = target_position(loaded, image, prompt, caption, name, synonyms, caption_ids)
     ids = full["input_ids"][0]
     n = int(prompt_ids.shape[0])
     if j < n or not torch.equal(ids[:n].cpu(), prompt_ids.cpu()):
@@ -45,12 +47,15 @@ def continuations(
     captions: Sequence[str],
     names: Sequence[str],
     synonyms: Mapping[str, Sequence[str]],
+    caption_ids: Sequence[Sequence[int] | None] | None = None,
 ) -> list[Continuation]:
-    """The continuation of each image: its clean caption ``captions[i]``, scored at the first token of the mention
-    of its own object ``names[i]`` (``synonyms`` by name)."""
+    """The continuation of each image: its clean caption ``captions[i]`` (the ids the model emitted,
+    ``caption_ids[i]``, where given), scored at the first token of the mention of its own object ``names[i]``
+    (``synonyms`` by name)."""
+    emitted = caption_ids if caption_ids is not None else [None] * len(captions)
     return [
-        continuation(loaded, part["input_ids"][0], image, prompt, caption, name, synonyms.get(name, ()))
-        for part, image, caption, name in zip(
-            image_inputs(loaded, images, prompt), images, captions, names, strict=True
+        continuation(loaded, part["input_ids"][0], image, prompt, caption, name, synonyms.get(name, ()), ids)
+        for part, image, caption, name, ids in zip(
+            image_inputs(loaded, images, prompt), images, captions, names, emitted, strict=True
         )
     ]

@@ -91,7 +91,9 @@ class Candidate:
     """One candidate image for knowledge k and what became of it.
 
     ``others``: other categories in the image; ``covered``: those whose box k's inpainting mask covers by at
-    least half; ``status``: "selected", "rejected" or "pending" (passed, but D was already full).
+    least half; ``status``: "selected", "rejected" or "pending" (passed, but D was already full);
+    ``caption_ids``: the token ids the model emitted for ``caption`` (space-separated), what log p and GradCAM
+    teacher-force.
     """
 
     knowledge: str
@@ -103,6 +105,17 @@ class Candidate:
     inpainted_caption: str = ""
     status: str = ""
     reason: str = ""
+    caption_ids: str = ""
+
+    def emitted_ids(self, source: str | os.PathLike) -> list[int]:
+        """The ids of the original caption as the model emitted them; DataError naming ``source`` (the file the
+        row was read from) where none were kept."""
+        if not self.caption_ids:
+            raise DataError(
+                f"{source}: image {self.image_id} has no caption_ids (the ids the model emitted for its caption: "
+                "a file made before kneurons kept them); rerun rule caption_candidates"
+            )
+        return [int(t) for t in self.caption_ids.split()]
 
 
 def write_tsv(path: str | os.PathLike, rows: Sequence[Candidate]) -> None:

@@ -44,10 +44,20 @@ def top_tokens(
 
 
 def decode_neurons(loaded: LoadedModel, neurons: Sequence[tuple[int, int]], top: int = 5) -> list[list[str]]:
-    """The ``top`` tokens (as text) each neuron (layer, unit) promotes through the model's output embedding."""
+    """The ``top`` tokens (as text, ``shown_token``) each neuron (layer, unit) promotes through the model's output
+    embedding."""
     head = loaded.model.get_output_embeddings()
     if head is None:
         raise ModelError(f"{loaded.path}: the model has no output embedding (lm_head) to decode neurons with")
     ids = top_tokens(weight_of(head), down_projections(loaded), neurons, top)
     tokenizer = loaded.processor.tokenizer
-    return [[tokenizer.decode([t]).strip() or repr(tokenizer.convert_ids_to_tokens(t)) for t in row] for row in ids]
+    return [[shown_token(tokenizer.decode([t]), tokenizer.convert_ids_to_tokens(t)) for t in row] for row in ids]
+
+
+def shown_token(text: str, token: str) -> str:
+    """A decoded token as the tables show it, its word boundary kept: a leading space as "␣" ("␣eye", the start of
+    a word, against "eye", a word's inside); a token that decodes to nothing or to whitespace only as its
+    vocabulary entry, quoted ('<0x0A>', 'Ċ')."""
+    if not text.strip():
+        return repr(token)
+    return "␣" + text.strip() if text[0].isspace() else text.strip()

@@ -75,7 +75,9 @@ def dumps(
         tmp.mkdir()
         for row in rows:
             image = read_record(records[row.image_id])
-            cam = gradcam(loaded, image, prompt, row.caption, row.knowledge, captioning.synonyms_of(row.knowledge))
+            synonyms = captioning.synonyms_of(row.knowledge)
+            ids = row.emitted_ids(selected_tsv)
+            cam = gradcam(loaded, image, prompt, row.caption, row.knowledge, synonyms, ids)
             attrs = _dump_attrs(loaded, prompt, row, cam.layout) | {
                 "token": cam.token,
                 "token_id": cam.token_id,

@@ -120,8 +120,14 @@ def load_samples(
     pixels = [read_record(records[r.image_id]) for r in rows]
     if not protocol.log_probability:
         return Samples(rows, pixels, None)
-    captions, names = [r.caption for r in rows], [r.knowledge for r in rows]
-    return Samples(rows, pixels, continuations(loaded, pixels, captioning.prompt, captions, names, captioning.synonyms))
+    captions, names, ids = (
+        [r.caption for r in rows],
+        [r.knowledge for r in rows],
+        [r.emitted_ids(selected_tsv) for r in rows],
+    )
+    return Samples(
+        rows, pixels, continuations(loaded, pixels, captioning.prompt, captions, names, captioning.synonyms, ids)
+    )
 
 
 def reference_captions(

@@ -67,9 +67,10 @@ def inpaint(
 def caption_candidates(
     loaded: LoadedModel, annotations: str, images: str, candidates_tsv: str, captioning: Captioning, out_tsv: str
 ) -> None:
-    """Rule caption_candidates: caption each candidate's original and inpainted image (batched); candidates
-    already rejected (an unusable box) stay uncaptioned."""
-    from kneurons.generation import generate_captions
+    """Rule caption_candidates: caption each candidate's original and inpainted image (batched), keeping the ids
+    the model emitted for the original's caption; candidates already rejected (an unusable box) stay
+    uncaptioned."""
+    from kneurons.generation import emitted_captions
 
     rows = read_tsv(candidates_tsv)
     todo = [r for r in rows if r.status != "rejected"]
@@ -77,9 +78,10 @@ def caption_candidates(
     originals = [read_record(records[r.image_id]) for r in todo]
     inpainted = [read_image(r.inpainted) for r in todo]
     pixels = originals + inpainted
-    captions = generate_captions(loaded, pixels, captioning.prompt, **captioning.generation) if todo else []
+    captions = emitted_captions(loaded, pixels, captioning.prompt, **captioning.generation) if todo else []
     for i, r in enumerate(todo):
-        r.caption, r.inpainted_caption = captions[i], captions[len(todo) + i]
+        (r.caption, ids), (r.inpainted_caption, _) = captions[i], captions[len(todo) + i]
+        r.caption_ids = " ".join(map(str, ids))
     write_tsv(out_tsv, rows)
 
 
