@@ -371,8 +371,9 @@ def _batch_sizes(loaded: LoadedModel) -> tuple[list[int], object]:
 
 def test_rows_that_end_early_leave_the_batch_and_the_rest_go_on(family, images):
     """A copy of the model whose end token takes the place of a word the captions say at different steps: they
-    end there. Batched captions equal one-by-one captions, and the batch really shrinks: at each step it holds
-    exactly the rows whose one-by-one run was still going (counted from each row's own forwards)."""
+    end there. Batched captions equal one-by-one captions, and each batch (one per sequence length) really
+    shrinks: at each step it holds exactly its rows whose one-by-one run was still going (counted from each row's
+    own forwards)."""
     name, loaded = family
     ended = load_model(loaded.path)
     head = ended.model.get_output_embeddings().weight
@@ -401,7 +402,10 @@ def test_rows_that_end_early_leave_the_batch_and_the_rest_go_on(family, images):
     handle.remove()
     assert batched == single
     assert min(steps) < 8 and len(set(steps)) > 1, steps  # rows ended early, at different steps
-    assert sizes == [sum(n > t for n in steps) for t in range(max(steps))]  # finished rows left the batch
+    # one batch per sequence length (in order of first appearance), each shrinking as its rows finish
+    length = [image_inputs(ended, [images[i]], PROMPTS[name])[0]["input_ids"].shape[1] for _, i in rows]
+    groups = [[s for s, n in zip(steps, length, strict=True) if n == g] for g in dict.fromkeys(length)]
+    assert sizes == [sum(n > t for n in group) for group in groups for t in range(max(group))]
 
 
 def test_decode_steps_run_unedited(family, images):
@@ -531,3 +535,31 @@ def test_every_later_rule_runs_on_the_family(family, images, tmp_path):
     assert sorted((b["method"], b["image_id"]) for b in bounds) == [
         (m, i) for m in ("ceiling", "floor", "original") for i in range(1, 5)
     ]
+
+
+@pytest.mark.parametrize("name", ["qwen2_vl", "smolvlm"])
+def test_bfloat16_batches_of_one_length_equal_one_by_one(name, images, tmp_path, monkeypatch):
+    """Families whose image-token count varies with the image: rows are batched by sequence length, so no batch
+    is padded and a row's caption and log p in bfloat16 do not depend on its batch (a left-padded row's did)."""
+    import kneurons.perturb
+
+    padded = []
+
+    def collate(loaded, parts):
+        inputs = collate_parts(loaded, parts)
+        padded.append(bool((inputs["attention_mask"] == 0).any()))
+        return inputs
+
+    collate_parts = kneurons.perturb.collate
+    monkeypatch.setattr(kneurons.perturb, "collate", collate)
+    loaded = load_model(FAMILIES[name](tmp_path / name), dtype="bfloat16")
+    lengths = {int(image_inputs(loaded, [im], PROMPTS[name])[0]["input_ids"].shape[1]) for im in images}
+    assert len(lengths) > 1  # mixed lengths: a batch of all the rows would pad
+    units = layer_units([[0, 1], [0, 4], [1, 7]], loaded.n_layers)
+    rows = [(c, i) for c in Protocol([1.0, 3.0], 2, ablation=True).perturbations() for i in range(len(images))]
+    scored = continuations(loaded, images, PROMPTS[name], CAPTIONS, ["dog"] * len(images), {})
+    args = (loaded, images, PROMPTS[name], units, rows, 1.0)
+    batched = perturbed_captions(*args, max_new_tokens=6, batch_size=len(rows), continuations=scored)
+    assert len(padded) == len(lengths) and not any(padded)  # one batch per length, none padded
+    single = perturbed_captions(*args, max_new_tokens=6, batch_size=1, continuations=scored)
+    assert batched == single

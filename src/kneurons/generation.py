@@ -50,6 +50,22 @@ def adaptive_batches(n: int, batch_size: int | str, run: Callable[[slice], list[
     return out
 
 
+def batches_by_length(lengths: Sequence[int], batch_size: int | str, run: Callable[[list[int]], list[T]]) -> list[T]:
+    """``run`` over batches of row indices, each batch of rows of one ``lengths`` value (``adaptive_batches``
+    within each length, in order of first appearance), the outputs returned in row order. Rows of one length are
+    collated without padding, so a row's numbers do not depend on the other rows of its batch (in bfloat16 a
+    left-padded row's do, slightly), and no compute goes to padding."""
+    groups: dict[int, list[int]] = {}
+    for i, n in enumerate(lengths):
+        groups.setdefault(int(n), []).append(i)
+    out: list = [None] * len(lengths)
+    for rows in groups.values():
+        results = adaptive_batches(len(rows), batch_size, lambda sl, rows=rows: run(rows[sl]))
+        for i, result in zip(rows, results, strict=True):
+            out[i] = result
+    return out
+
+
 def _on_device(loaded: LoadedModel, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Processor outputs on the model's device; floating tensors (pixels) in the model's dtype."""
     return {
@@ -232,14 +248,16 @@ def scored_captions(
     (``continuations``, one per image; None: no score), ``batch_size`` images per batch (halved on CUDA
     out-of-memory; "auto" starts large)."""
 
-    def run(sl: slice) -> list[Scored]:
-        inputs = prompt_inputs(loaded, images[sl], prompt)
+    parts = image_inputs(loaded, images, prompt)
+
+    def run(rows: list[int]) -> list[Scored]:
+        inputs = collate(loaded, [parts[i] for i in rows])
         captions, logps = generate_scored_batch(
-            loaded, inputs, max_new_tokens, context, continuations[sl] if continuations else None
+            loaded, inputs, max_new_tokens, context, [continuations[i] for i in rows] if continuations else None
         )
         return list(zip(captions, logps, strict=True))
 
-    return adaptive_batches(len(images), batch_size, run)
+    return batches_by_length([p["input_ids"].shape[1] for p in parts], batch_size, run)
 
 
 def generate_captions(
@@ -264,8 +282,10 @@ def emitted_captions(
     """Greedy continuations of ``prompt`` for each image with the ids the model emitted (before its end token):
     what log p and GradCAM teacher-force later (kneurons.dumps.target_position), never a re-tokenised text."""
 
-    def run(sl: slice) -> list[tuple[str, list[int]]]:
-        captions, _, ids = greedy_batch(loaded, prompt_inputs(loaded, images[sl], prompt), max_new_tokens)
+    parts = image_inputs(loaded, images, prompt)
+
+    def run(rows: list[int]) -> list[tuple[str, list[int]]]:
+        captions, _, ids = greedy_batch(loaded, collate(loaded, [parts[i] for i in rows]), max_new_tokens)
         return list(zip(captions, ids, strict=True))
 
-    return adaptive_batches(len(images), batch_size, run)
+    return batches_by_length([p["input_ids"].shape[1] for p in parts], batch_size, run)

@@ -19,7 +19,7 @@ from kneurons.errors import ModelError
 from kneurons.generation import (
     Continuation,
     Scored,
-    adaptive_batches,
+    batches_by_length,
     collate,
     generate_scored_batch,
     image_inputs,
@@ -157,8 +157,10 @@ def perturbed_captions(
     Each image is processed once; each batch collates the processor outputs of its rows' images.
     """
     parts = image_inputs(loaded, images, prompt)
-    return adaptive_batches(
-        len(rows),
+    return batches_by_length(
+        [parts[i]["input_ids"].shape[1] for _, i in rows],
         batch_size,
-        lambda sl: perturbed_batch(loaded, parts, units, rows[sl], reference_scale, max_new_tokens, continuations),
+        lambda chosen: perturbed_batch(
+            loaded, parts, units, [rows[r] for r in chosen], reference_scale, max_new_tokens, continuations
+        ),
     )
