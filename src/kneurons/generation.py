@@ -235,6 +235,27 @@ def greedy_batch(
     return [c.strip() for c in loaded.processor.batch_decode(kept, skip_special_tokens=True)], logps, kept
 
 
+def _greedy_rows(
+    loaded: LoadedModel,
+    images: Sequence[np.ndarray],
+    prompt: str,
+    continuations: Sequence[Continuation] | None,
+    max_new_tokens: int,
+    batch_size: int | str,
+    context: BatchContext | None = None,
+) -> list[tuple[str, float | None, list[int]]]:
+    """``greedy_batch`` over every image, batched by sequence length: each image's caption, log p of its
+    continuation (None without) and emitted ids, in image order."""
+    parts = image_inputs(loaded, images, prompt)
+
+    def run(rows: list[int]) -> list[tuple[str, float | None, list[int]]]:
+        inputs = collate(loaded, [parts[i] for i in rows])
+        chosen = [continuations[i] for i in rows] if continuations else None
+        return list(zip(*greedy_batch(loaded, inputs, max_new_tokens, context, chosen), strict=True))
+
+    return batches_by_length([p["input_ids"].shape[1] for p in parts], batch_size, run)
+
+
 def scored_captions(
     loaded: LoadedModel,
     images: Sequence[np.ndarray],
@@ -247,17 +268,8 @@ def scored_captions(
     """Greedy continuations of ``prompt`` for each image, each with the teacher-forced log p of its continuation
     (``continuations``, one per image; None: no score), ``batch_size`` images per batch (halved on CUDA
     out-of-memory; "auto" starts large)."""
-
-    parts = image_inputs(loaded, images, prompt)
-
-    def run(rows: list[int]) -> list[Scored]:
-        inputs = collate(loaded, [parts[i] for i in rows])
-        captions, logps = generate_scored_batch(
-            loaded, inputs, max_new_tokens, context, [continuations[i] for i in rows] if continuations else None
-        )
-        return list(zip(captions, logps, strict=True))
-
-    return batches_by_length([p["input_ids"].shape[1] for p in parts], batch_size, run)
+    rows = _greedy_rows(loaded, images, prompt, continuations, max_new_tokens, batch_size, context)
+    return [(caption, logp) for caption, logp, _ in rows]
 
 
 def generate_captions(
@@ -281,11 +293,6 @@ def emitted_captions(
 ) -> list[tuple[str, list[int]]]:
     """Greedy continuations of ``prompt`` for each image with the ids the model emitted (before its end token):
     what log p and GradCAM teacher-force later (kneurons.dumps.target_position), never a re-tokenised text."""
-
-    parts = image_inputs(loaded, images, prompt)
-
-    def run(rows: list[int]) -> list[tuple[str, list[int]]]:
-        captions, _, ids = greedy_batch(loaded, collate(loaded, [parts[i] for i in rows]), max_new_tokens)
-        return list(zip(captions, ids, strict=True))
-
-    return batches_by_length([p["input_ids"].shape[1] for p in parts], batch_size, run)
+    return [
+        (caption, ids) for caption, _, ids in _greedy_rows(loaded, images, prompt, None, max_new_tokens, batch_size)
+    ]
