@@ -28,7 +28,7 @@ from transformers import (
     LlavaNextProcessor,
     LlavaOnevisionConfig,
     LlavaOnevisionProcessor,
-    PreTrainedTokenizerFast,
+    PreTrainedTokenizerBase,
     Qwen2_5_VLConfig,
     Qwen2_5_VLProcessor,
     Qwen2VLConfig,
@@ -57,17 +57,21 @@ TOWER = {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "nu
 TOWER |= {"image_size": 24, "patch_size": 6}
 
 
-def _llama(tok: PreTrainedTokenizerFast) -> LlamaConfig:
+def _llama(tok: PreTrainedTokenizerBase) -> LlamaConfig:
     return LlamaConfig(vocab_size=len(tok), **DECODER, **_ids(tok))
 
 
-def _tokenizer(special: list[str]) -> PreTrainedTokenizerFast:
-    tok = build_tokenizer(WORDS)
+def _tokenizer(special: list[str], base: PreTrainedTokenizerBase | None) -> PreTrainedTokenizerBase:
+    """The family's tokenizer: ``base`` (a real tokenizer, tests/real_tokenizers.py) or the word-level one, with the
+    family's special tokens and a padding token where it has none (as llava-hf's checkpoints add ``<pad>``)."""
+    tok = build_tokenizer(WORDS) if base is None else base
     tok.add_special_tokens({"additional_special_tokens": special})
+    if tok.pad_token is None:
+        tok.add_special_tokens({"pad_token": "<pad>"})
     return tok
 
 
-def _ids(tok: PreTrainedTokenizerFast) -> dict:
+def _ids(tok: PreTrainedTokenizerBase) -> dict:
     return {"bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id}
 
 
@@ -82,9 +86,9 @@ def _save(model, processor, tok, out: Path) -> Path:
     return out
 
 
-def llava_next(out: Path) -> Path:
+def llava_next(out: Path, base: PreTrainedTokenizerBase | None = None) -> Path:
     """LLaVA-NeXT: 24 px base image and 24 px tiles of 6 px patches (16 tokens each), any-resolution pinpoints."""
-    tok = _tokenizer(["<image>"])
+    tok = _tokenizer(["<image>"], base)
     tok.image_token = "<image>"
     pinpoints = [[24, 24], [24, 48], [48, 24], [48, 48]]
     image_processor = LlavaNextImageProcessorPil(
@@ -109,10 +113,10 @@ def llava_next(out: Path) -> Path:
     return _save(LlavaNextForConditionalGeneration(config), processor, tok, out)
 
 
-def llava_onevision(out: Path) -> Path:
+def llava_onevision(out: Path, base: PreTrainedTokenizerBase | None = None) -> Path:
     """LLaVA-OneVision: SigLIP-style tower without CLS (24 px, 6 px patches), base image squeezed to 24 x 24, tiles
     up to 48 x 48; ``anyres_max_1`` resamples the tile grid of larger images down to about one tile's cells."""
-    tok = _tokenizer(["<image>", "<video>"])
+    tok = _tokenizer(["<image>", "<video>"], base)
     tok.image_token, tok.video_token = "<image>", "<video>"
     pinpoints = [[24, 24], [24, 48], [48, 24], [48, 48]]
     image_processor = LlavaOnevisionImageProcessorPil(size={"height": 24, "width": 24}, image_grid_pinpoints=pinpoints)
@@ -137,10 +141,10 @@ def llava_onevision(out: Path) -> Path:
     return _save(AutoModelForImageTextToText.from_config(config), processor, tok, out)
 
 
-def llava(out: Path) -> Path:
+def llava(out: Path, base: PreTrainedTokenizerBase | None = None) -> Path:
     """LLaVA-1.5 as llava-1.5-hf processes images: shortest edge resized to 24 px, centre crop 24 x 24, 6 px
     patches (16 tokens)."""
-    tok = _tokenizer([])
+    tok = _tokenizer(["<image>"], base)
     settings = CaptionerSettings(image_size=24, patch_size=6, vision_hidden=16, hidden=32, intermediate=48, layers=2)
     model = build_model(tok, settings)
     model.config.text_config.initializer_range = 0.5
@@ -151,8 +155,8 @@ def llava(out: Path) -> Path:
 QWEN_SPECIAL = ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
 
 
-def _qwen(out: Path, config_class, processor_class, vision: dict) -> Path:
-    tok = _tokenizer(QWEN_SPECIAL)
+def _qwen(out: Path, config_class, processor_class, vision: dict, base) -> Path:
+    tok = _tokenizer(QWEN_SPECIAL, base)
     tok.image_token, tok.video_token = "<|image_pad|>", "<|video_pad|>"
     image_processor = Qwen2VLImageProcessorPil(min_pixels=28 * 28, max_pixels=112 * 112)
     processor = images_only(processor_class)(image_processor=image_processor, tokenizer=tok, video_processor=None)
@@ -170,23 +174,24 @@ def _qwen(out: Path, config_class, processor_class, vision: dict) -> Path:
     return _save(AutoModelForImageTextToText.from_config(config), processor, tok, out)
 
 
-def qwen2_vl(out: Path) -> Path:
+def qwen2_vl(out: Path, base: PreTrainedTokenizerBase | None = None) -> Path:
     """Qwen2-VL: 14 px patches merged 2x2, images resized to multiples of 28 px between 28² and 112² pixels."""
     vision = {"depth": 0, "embed_dim": 16, "hidden_size": 32, "num_heads": 2, "mlp_ratio": 2}
-    return _qwen(out, Qwen2VLConfig, Qwen2VLProcessor, vision)
+    return _qwen(out, Qwen2VLConfig, Qwen2VLProcessor, vision, base)
 
 
-def qwen2_5_vl(out: Path) -> Path:
+def qwen2_5_vl(out: Path, base: PreTrainedTokenizerBase | None = None) -> Path:
     """Qwen2.5-VL: as Qwen2-VL, with its own vision tower (window attention, cut here) and processor class."""
     vision = {"depth": 0, "hidden_size": 16, "intermediate_size": 32, "num_heads": 2, "out_hidden_size": 32}
-    return _qwen(out, Qwen2_5_VLConfig, Qwen2_5_VLProcessor, vision | {"fullatt_block_indexes": []})
+    return _qwen(out, Qwen2_5_VLConfig, Qwen2_5_VLProcessor, vision | {"fullatt_block_indexes": []}, base)
 
 
 ROW_COL = [f"<row_{i + 1}_col_{j + 1}>" for i in range(6) for j in range(6)]
 
 
-def _idefics(out: Path, config_class, processor_class, image_processor_class) -> Path:
-    tok = _tokenizer(["<fake_token_around_image>", "<image>", "<end_of_utterance>", "<global-img>", *ROW_COL])
+def _idefics(out: Path, config_class, processor_class, image_processor_class, base) -> Path:
+    special = ["<fake_token_around_image>", "<image>", "<end_of_utterance>", "<global-img>", *ROW_COL]
+    tok = _tokenizer(special, base)
     image_processor = image_processor_class(
         size={"longest_edge": 64}, max_image_size={"longest_edge": 32}, do_image_splitting=True
     )
@@ -203,14 +208,14 @@ def _idefics(out: Path, config_class, processor_class, image_processor_class) ->
     return _save(AutoModelForImageTextToText.from_config(config), processor, tok, out)
 
 
-def idefics3(out: Path) -> Path:
+def idefics3(out: Path, base: PreTrainedTokenizerBase | None = None) -> Path:
     """Idefics3: 32 px tiles of 8 px patches, pixel shuffle 2 (4 tokens a tile), images up to 64 px split in tiles."""
-    return _idefics(out, Idefics3Config, Idefics3Processor, Idefics3ImageProcessorPil)
+    return _idefics(out, Idefics3Config, Idefics3Processor, Idefics3ImageProcessorPil, base)
 
 
-def smolvlm(out: Path) -> Path:
+def smolvlm(out: Path, base: PreTrainedTokenizerBase | None = None) -> Path:
     """SmolVLM (model_type smolvlm): Idefics3's layout with its own classes."""
-    return _idefics(out, SmolVLMConfig, SmolVLMProcessor, SmolVLMImageProcessorPil)
+    return _idefics(out, SmolVLMConfig, SmolVLMProcessor, SmolVLMImageProcessorPil, base)
 
 
 def decoder_inputs(loaded, inputs: dict) -> torch.Tensor:
@@ -257,7 +262,9 @@ def eva_state_dict(width: int, blocks: int, mlp: int, generator: torch.Generator
     return sd
 
 
-def minigpt4_sources(out: Path, blocks: int = 0, blocks_in_file: int = 1, width: int = 16) -> MiniGPT4Sources:
+def minigpt4_sources(
+    out: Path, blocks: int = 0, blocks_in_file: int = 1, width: int = 16, base: PreTrainedTokenizerBase | None = None
+) -> MiniGPT4Sources:
     """MiniGPT-4's three released parts at tiny widths in their original layouts: ``eva_vit.pth`` (a flat EVA state
     dict of ``blocks_in_file`` blocks; the vision config uses ``blocks``), ``checkpoint.pth`` (``["model"]`` holds
     llama_proj), a Llama HF directory with its tokenizer, and the Blip2VisionConfig JSON (224 px, 14 px patches, so
@@ -273,7 +280,7 @@ def minigpt4_sources(out: Path, blocks: int = 0, blocks_in_file: int = 1, width:
     torch.save({"model": proj, "epoch": 3}, out / "checkpoint.pth")
     vision = {"hidden_size": width, "intermediate_size": mlp, "num_hidden_layers": blocks, "num_attention_heads": 2}
     (out / "vision.json").write_text(json.dumps(vision | {"image_size": 224, "patch_size": 14}))
-    tok = _tokenizer([])
+    tok = build_tokenizer(WORDS) if base is None else base  # as Llama-2's: no pad token (the converter adds one)
     llm = LlamaForCausalLM(_llama(tok))
     llm.generation_config.update(**_ids(tok))
     with torch.no_grad():  # special tokens' logits near 0 among logits of spread ±1: captions of words
@@ -283,13 +290,13 @@ def minigpt4_sources(out: Path, blocks: int = 0, blocks_in_file: int = 1, width:
     return MiniGPT4Sources(out / "eva_vit.pth", out / "checkpoint.pth", out / "llm", out / "vision.json")
 
 
-def minigpt4(out: Path) -> Path:
+def minigpt4(out: Path, base: PreTrainedTokenizerBase | None = None) -> Path:
     """MiniGPT-4 (Llama-2 variant) converted from tiny released parts: ViT cut to its patch embeddings (the file's
     one block ignored, as MiniGPT-4 ignores blocks past its config), ln_vision, 4-patch strips, llama_proj."""
-    return convert_minigpt4(minigpt4_sources(out.parent / "sources"), out)
+    return convert_minigpt4(minigpt4_sources(out.parent / "sources", base=base), out)
 
 
-FAMILIES: dict[str, Callable[[Path], Path]] = {
+FAMILIES: dict[str, Callable[..., Path]] = {
     "llava": llava,
     "llava_next": llava_next,
     "llava_onevision": llava_onevision,

@@ -51,13 +51,24 @@ def decode_neurons(loaded: LoadedModel, neurons: Sequence[tuple[int, int]], top:
         raise ModelError(f"{loaded.path}: the model has no output embedding (lm_head) to decode neurons with")
     ids = top_tokens(weight_of(head), down_projections(loaded), neurons, top)
     tokenizer = loaded.processor.tokenizer
-    return [[shown_token(tokenizer.decode([t]), tokenizer.convert_ids_to_tokens(t)) for t in row] for row in ids]
+    return [[shown_token(token_text(tokenizer, t), tokenizer.convert_ids_to_tokens(t)) for t in row] for row in ids]
+
+
+def token_text(tokenizer, token_id: int) -> str:
+    """The text token ``token_id`` adds after other text, its leading space included: the tokenizer's own decode of
+    the token twice, less the decode of it once. Decoding it alone would lose the space on SentencePiece
+    tokenizers, which drop the leading space of a text's first token ("▁eye" decodes to "eye")."""
+    once = tokenizer.decode([token_id])
+    twice = tokenizer.decode([token_id, token_id])
+    return twice[len(once) :] if twice.startswith(once) else once
 
 
 def shown_token(text: str, token: str) -> str:
     """A decoded token as the tables show it, its word boundary kept: a leading space as "␣" ("␣eye", the start of
-    a word, against "eye", a word's inside); a token that decodes to nothing or to whitespace only as its
-    vocabulary entry, quoted ('<0x0A>', 'Ċ')."""
+    a word, against "eye", a word's inside), other leading whitespace escaped ("\\tparent"); a token that decodes to
+    nothing or to whitespace only as its vocabulary entry, quoted ('<0x0A>', 'Ċ')."""
     if not text.strip():
         return repr(token)
-    return "␣" + text.strip() if text[0].isspace() else text.strip()
+    body = text.lstrip()
+    lead = text[: len(text) - len(body)]
+    return "".join("␣" if c == " " else repr(c)[1:-1] for c in lead) + body.rstrip()
