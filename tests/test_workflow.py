@@ -196,6 +196,8 @@ def test_report_builds(run_dir):
                  "dose_response.png", "layer_distribution.md"):  # fmt: skip
         assert name in html, name
     assert "heatmaps" in html
+    for message in ("System Message", "Undefined substitution"):  # docutils' complaints, on the page and in the log
+        assert message not in html and message not in proc.stderr
 
 
 def test_figures_and_example_tables(run_dir, samples):
