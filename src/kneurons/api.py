@@ -17,12 +17,13 @@ import os
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from kneurons.coco import Annotation, read_image
+from kneurons.coco import Annotation, ImageRecord, read_image
 from kneurons.dumps import TokenLayout, gradcam, image_activations, target_position
 from kneurons.dumpstats import activation_record, gradcam_record
 from kneurons.errors import DataError, KneuronsError
@@ -33,6 +34,7 @@ from kneurons.models import LoadedModel, load_model
 from kneurons.neuronsets import sample_sets
 from kneurons.perturb import layer_units, noise_vector, patch_units, perturb_units
 from kneurons.reporting import strongest
+from kneurons.samples import Candidate, box_problem, constraint_failure
 from kneurons.vocab import decode_neurons
 
 Image = Any  # an (H, W, 3) uint8 array, a PIL image, or a path
@@ -50,6 +52,35 @@ def as_array(image: Image) -> np.ndarray:
     if array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8:
         raise DataError(f"image: expected an (H, W, 3) uint8 array, got {array.dtype} {array.shape}")
     return array
+
+
+def as_images(images: Image | Sequence[Image]) -> list[np.ndarray]:
+    """A list of images, or one image (a path, a PIL image or an (H, W, 3) array) as a list of one."""
+    if isinstance(images, str | os.PathLike) or hasattr(images, "convert") or np.ndim(images) == 3:
+        return [as_array(images)]
+    return [as_array(im) for im in images]
+
+
+def checked_box(box: Sequence[float], shape: tuple[int, ...]) -> tuple[float, float, float, float]:
+    """A COCO box [x, y, w, h] that the workflow would inpaint in an image of ``shape`` (H, W, 3): four numbers,
+    positive width and height, at most 2 px past the image's edge (kneurons.samples.box_problem, the workflow's
+    rule); KneuronsError otherwise, which says so when the four numbers read as corners (x1, y1, x2, y2) would fit."""
+    values = [float(v) for v in np.ravel(np.asarray(box, dtype=float))] if np.size(box) == 4 else None
+    if values is None:
+        raise KneuronsError(f"box: expected four numbers [x, y, w, h] (COCO's box), got {box!r}")
+    h, w = shape[:2]
+    record = ImageRecord(0, Path(), h, w, ())
+    problem = box_problem(record, Annotation("box", tuple(values)))
+    if not problem:
+        return tuple(values)
+    x1, y1, x2, y2 = values
+    corners = [x1, y1, x2 - x1, y2 - y1]
+    hint = (
+        ""
+        if box_problem(record, Annotation("box", tuple(corners)))
+        else (f"; if these are corners (x1, y1, x2, y2), pass box={[round(v, 2) for v in corners]}")
+    )
+    raise KneuronsError(f"box: {problem.replace(' (annotation 0)', '')}{hint}")
 
 
 @dataclass(frozen=True)
@@ -101,7 +132,13 @@ class Finding:
 
     def neurons(self, kind: str = "ours") -> list[Neuron]:
         """The (layer, unit) pairs of one set kind, highest score first."""
-        return [(int(layer), int(unit)) for layer, unit, _ in self.sets[kind]["neurons"]]
+        return [(int(layer), int(unit)) for layer, unit, _ in self.set(kind)["neurons"]]
+
+    def set(self, kind: str) -> dict:
+        """One set kind as the workflow writes it; KneuronsError listing the kinds for an unknown one."""
+        if kind not in self.sets:
+            raise KneuronsError(f"kind {kind!r} is not one of this finding's sets: {', '.join(self.sets)}")
+        return self.sets[kind]
 
 
 class KnowledgeNeurons:
@@ -129,9 +166,12 @@ class KnowledgeNeurons:
             stack.enter_context(make(input_ids))
         return stack
 
-    def caption(self, images: Sequence[Image], max_new_tokens: int = 32, batch_size: int | str = 64) -> list[str]:
-        """Greedy captions of ``images`` (batched), under every active perturbation (prompt pass only)."""
-        pixels = [as_array(im) for im in images]
+    def caption(
+        self, images: Image | Sequence[Image], max_new_tokens: int = 32, batch_size: int | str = 64
+    ) -> list[str]:
+        """Greedy captions of ``images`` (batched; one image is a list of one), under every active perturbation
+        (prompt pass only)."""
+        pixels = as_images(images)
         return generate_captions(self.loaded, pixels, self.prompt, max_new_tokens, batch_size, self._context)
 
     @torch.inference_mode()
@@ -149,7 +189,10 @@ class KnowledgeNeurons:
         is scored exactly as given, ``prompt + caption``: a caption that continues "The image shows a" with a word
         starts with its space (" bear on grass"), one that continues a word does not ("n elephant"); nothing is
         inserted."""
-        inputs, j = target_position(self.loaded, as_array(image), self.prompt, caption, word, synonyms, caption_ids)
+        try:
+            inputs, j = target_position(self.loaded, as_array(image), self.prompt, caption, word, synonyms, caption_ids)
+        except ValueError as e:
+            raise KneuronsError(f"logprob: {e}") from None
         with self._context(inputs["input_ids"]):
             logits = self.loaded.model(**inputs, position_ids=self.loaded.positions(inputs)).logits
         return float(torch.log_softmax(logits[0, j - 1].float(), dim=-1)[inputs["input_ids"][0, j]])
@@ -164,13 +207,35 @@ class KnowledgeNeurons:
         finally:
             self._active.remove(make)
 
-    def _units(self, neurons: Sequence[Sequence]) -> list[np.ndarray]:
-        return layer_units(neurons, self.loaded.n_layers)
+    def _neurons(self, neurons: Sequence[Sequence], where: str) -> list[Neuron]:
+        """``neurons`` as (layer, unit) pairs of this model (a set's [layer, unit, score] rows too); KneuronsError
+        naming the first that is not one (negative indices do not wrap around)."""
+        n_layers, d_ff = self.loaded.n_layers, self.loaded.d_ff
+        out = []
+        for n in neurons:
+            try:
+                layer, unit = n[0], n[1]
+                ok = all(float(v) == int(v) for v in (layer, unit)) and not isinstance(n, str)
+            except (TypeError, ValueError, IndexError):
+                ok = False
+            if not ok:
+                raise KneuronsError(f"{where}: a neuron is a (layer, unit) pair of integers, got {n!r}")
+            layer, unit = int(layer), int(unit)
+            if not (0 <= layer < n_layers and 0 <= unit < d_ff):
+                raise KneuronsError(
+                    f"{where}: neuron ({layer}, {unit}) is not in this model: layers 0-{n_layers - 1}, "
+                    f"units 0-{d_ff - 1}"
+                )
+            out.append((layer, unit))
+        return out
+
+    def _units(self, neurons: Sequence[Sequence], where: str) -> list[np.ndarray]:
+        return layer_units(self._neurons(neurons, where), self.loaded.n_layers)
 
     def noise(self, neurons: Sequence[Sequence], level: float, seed: int = 0, scale: float = 1.0):
         """While active, add level · scale · z (z ~ N(0, I_P) from ``seed``, the workflow's noise) to O' of
         ``neurons`` at every image position."""
-        units = self._units(neurons)
+        units = self._units(neurons, "noise")
 
         def make(ids: torch.Tensor):
             counts = self.loaded.image_positions(ids).sum(dim=1).tolist()
@@ -181,7 +246,7 @@ class KnowledgeNeurons:
 
     def ablate(self, neurons: Sequence[Sequence]):
         """While active, O' = 0 for ``neurons`` at every image position (zero-ablation)."""
-        units = self._units(neurons)
+        units = self._units(neurons, "ablate")
 
         def make(ids: torch.Tensor):
             n = int(self.loaded.image_positions(ids).sum())
@@ -192,7 +257,7 @@ class KnowledgeNeurons:
     def patch(self, neurons: Sequence[Sequence], source_image: Image):
         """While active, O' of ``neurons`` at every image position is set to its value on ``source_image``
         (activation patching: e.g. the original's values into the inpainted image, which has the same P)."""
-        units = self._units(neurons)
+        units = self._units(neurons, "patch")
         ((source, _),) = image_activations(self.loaded, [as_array(source_image)], self.prompt)  # (L, P, d_ff)
         values = [torch.from_numpy(np.ascontiguousarray(source[layer][:, u])) for layer, u in enumerate(units)]
         return self._while(lambda ids: patch_units(self.loaded, ids, units, values))
@@ -206,7 +271,7 @@ class KnowledgeNeurons:
         if (box is None) == (mask is None):
             raise KneuronsError("inpaint: give exactly one of box=[x, y, w, h] or mask=(H, W) array")
         if box is not None:
-            ann = Annotation(knowledge, tuple(float(v) for v in box))
+            ann = Annotation(knowledge, checked_box(box, pixels.shape))
             return remove_objects(pixels, [ann], "box", settings.dilate, settings.radius)
         mask = np.asarray(mask)
         if mask.shape != pixels.shape[:2]:
@@ -239,6 +304,12 @@ class KnowledgeNeurons:
             raise KneuronsError("find: give one of box=, mask= or inpainted=, not several")
         captions = emitted_captions(self.loaded, [pixels, removed], self.prompt, settings.max_new_tokens)
         text, ids = captions[0] if caption is None else (caption, None)
+        judged = Candidate(knowledge, image_id, "", caption=text, inpainted_caption=captions[1][0])
+        if constraint_failure(judged, synonyms) == "k still present":
+            raise KneuronsError(
+                f"find: k still present: the inpainted image's caption {captions[1][0]!r} still names {knowledge!r}, "
+                "so the workflow would reject this sample; check that the box or mask covers the object"
+            )
         (original, layout), (after, _) = image_activations(self.loaded, [pixels, removed], self.prompt)
         if original.shape != after.shape:
             raise DataError(f"inpainted: {after.shape[1]} image tokens against the original's {original.shape[1]}")
@@ -276,9 +347,10 @@ class KnowledgeNeurons:
     def heatmap(self, finding: Finding, kind: str = "ours", top: int = 5):
         """Fig. 3 for one finding: the top-``top`` neurons of a set by max_p V, their mean O' over the image and
         each one's O', on the pixels each token covers. A matplotlib Figure."""
-        neurons = strongest(finding.sets[kind]["neurons"], finding.v_max, top)
+        chosen = finding.set(kind)["neurons"]
+        neurons = strongest(chosen, finding.v_max, top)
         panel = HeatmapPanel(
-            title=f"{finding.knowledge} ({kind}, |set| = {len(finding.sets[kind]['neurons'])})",
+            title=f"{finding.knowledge} ({kind}, |set| = {len(chosen)})",
             image=finding.image,
             neurons=neurons,
             traces=[finding.original[layer, :, unit].astype(np.float32) for layer, unit in neurons],
@@ -288,4 +360,4 @@ class KnowledgeNeurons:
 
     def decode(self, neurons: Sequence[Sequence], top: int = 5) -> list[list[str]]:
         """The ``top`` tokens W_U · W_down[:, i] promotes for each neuron (layer, unit)."""
-        return decode_neurons(self.loaded, [(int(n[0]), int(n[1])) for n in neurons], top)
+        return decode_neurons(self.loaded, self._neurons(neurons, "decode"), top)

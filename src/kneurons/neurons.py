@@ -103,6 +103,10 @@ class NeuronSet:
     def __len__(self) -> int:
         return len(self.neurons)
 
+    def rows(self) -> list[list]:
+        """The neurons as a set's JSON file holds them: [layer, unit, score] lists."""
+        return [[layer, unit, score] for layer, unit, score in self.neurons]
+
     def layer_counts(self, n_layers: int) -> list[int]:
         """How many of the set's neurons sit in each of the ``n_layers`` layers."""
         counts = [0] * n_layers

@@ -94,7 +94,7 @@ def ours_set(found: TwoStage, g_max: np.ndarray, thresholds: Mapping, knowledge:
         "size": len(chosen),
         "layer_counts": chosen.layer_counts(n_layers),
         "score": "max_p GradCAM",
-        "neurons": chosen.neurons,
+        "neurons": chosen.rows(),
     }
 
 
@@ -126,7 +126,7 @@ def baseline_set(
         "size_from": "ours",
         "layer_counts": chosen.layer_counts(len(ours["layer_counts"])),
         "score": desc,
-        "neurons": chosen.neurons,
+        "neurons": chosen.rows(),
     }
 
 
@@ -162,7 +162,7 @@ def stage1_set(ours: dict, v_max: np.ndarray) -> dict:
         "size_from": "ours",
         "layer_counts": chosen.layer_counts(cand.shape[0]),
         "score": "none (stage-1 control: |N_k| random units of C^k)",
-        "neurons": chosen.neurons,
+        "neurons": chosen.rows(),
     }
 
 
@@ -185,7 +185,7 @@ def control_set(method: str, shadowed: dict, d_ff: int) -> dict:
         "size_from": method,
         "layer_counts": chosen.layer_counts(len(shadowed["layer_counts"])),
         "score": f"none (random control: {method}'s per-layer counts)",
-        "neurons": chosen.neurons,
+        "neurons": chosen.rows(),
     }
 
 

@@ -143,7 +143,7 @@ def box_problem(rec: ImageRecord, ann: Annotation, tolerance: float = BOX_TOLERA
     x, y, w, h = ann.bbox
     where = f"{ann.category} box [x, y, w, h] = {list(ann.bbox)} (annotation {ann.id})"
     if not (w > 0 and h > 0):
-        return f"{where} has zero area"
+        return f"{where} has " + ("zero area" if w == 0 or h == 0 else "a negative width or height")
     if x < -tolerance or y < -tolerance or x + w > rec.width + tolerance or y + h > rec.height + tolerance:
         return f"{where} lies more than {tolerance:g} px outside the {rec.width}x{rec.height} image"
     return ""
