@@ -183,12 +183,16 @@ def test_the_api_runs_on_other_families(name, tmp_path):
     from .families import FAMILIES, PROMPTS
 
     torch.manual_seed(0)
-    kn = KnowledgeNeurons.load(FAMILIES[name](tmp_path / "model"), prompt=PROMPTS[name])
+    kn = KnowledgeNeurons.load(FAMILIES[name](tmp_path / "model"), prompt=PROMPTS[name], dtype="float32")
     image = np.random.default_rng(1).integers(0, 256, (40, 56, 3), dtype=np.uint8)
-    found = kn.find(image, "bear", box=[8, 6, 20, 18], caption=" a bear on the grass", settings=Settings("q0.9"))
+    box = [8, 6, 20, 18]
+    # a word the random model's caption of the inpainted image lacks (else: "k still present", as in the workflow)
+    (after,) = kn.caption(kn.inpaint(image, "it", box=box))
+    k = next(w for w in ("bear", "dog", "cat", "person", "car") if w not in after.split())
+    found = kn.find(image, k, box=box, caption=f" a {k} on the grass", settings=Settings("q0.9"))
     p = found.layout.n_tokens
     assert found.original.shape == (kn.loaded.n_layers, p, kn.loaded.d_ff) == found.inpainted_activations.shape
-    assert found.token == "bear" and found.sets["ours"]["size"] == len(found.neurons("ours")) > 0
+    assert found.token == k and found.sets["ours"]["size"] == len(found.neurons("ours")) > 0
     assert [len(found.sets[m]["neurons"]) for m in ("schwettmann", "pan", "ours_control")] == [len(found.neurons())] * 3
     with kn.ablate(found.neurons()):
         assert isinstance(kn.caption([image], max_new_tokens=4)[0], str)

@@ -99,6 +99,18 @@ class Settings:
     def thresholds(self) -> dict:
         return {"activation": self.activation, "gradcam": self.gradcam}
 
+    @classmethod
+    def of_set(cls, ours: dict, **others: Any) -> Settings:
+        """The thresholds and the last-layer rule a workflow's ours set was found with (the dict of
+        ``results/neurons/ours/{k}/{image_id}.json``), so ``find`` reproduces the run's sets; ``others`` set the
+        rest (dilate, radius, max_new_tokens)."""
+        try:
+            thresholds, excluded = ours["thresholds"], ours["excluded_layers"]
+            activation, gradcam = thresholds["activation"], thresholds["gradcam"]
+        except (KeyError, TypeError) as e:
+            raise KneuronsError(f"Settings.of_set: not an ours set as the workflow writes it (no {e})") from None
+        return cls(activation=activation, gradcam=gradcam, exclude_last_layer=bool(excluded), **others)
+
 
 @dataclass
 class Finding:

@@ -9,12 +9,9 @@ import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-import matplotlib
-
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
 from kneurons.io import atomic_path
 
@@ -29,15 +26,15 @@ def layer_shares(counts: Mapping[str, Sequence[int]]) -> dict[str, np.ndarray]:
     return shares
 
 
-def _save(fig: plt.Figure, out: str | os.PathLike) -> None:
+def _save(fig: Figure, out: str | os.PathLike) -> None:
     with atomic_path(out) as tmp:
         fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight", metadata={"Software": None})
-    plt.close(fig)
 
 
 def empty_figure(message: str, out: str | os.PathLike) -> None:
     """A figure that says why there is nothing to draw (e.g. no sample passed the constraints)."""
-    fig, ax = plt.subplots(figsize=(6.0, 1.6))
+    fig = Figure(figsize=(6.0, 1.6))
+    ax = fig.subplots()
     ax.set_axis_off()
     ax.text(0.5, 0.5, "\n".join(textwrap.wrap(message, 70)), ha="center", va="center", fontsize=10)
     _save(fig, out)
@@ -52,7 +49,8 @@ def plot_layer_distribution(counts: Mapping[str, Sequence[int]], out: str | os.P
     shares = layer_shares(counts)
     n_layers = len(next(iter(shares.values())))
     width = 0.8 / len(shares)
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.5 * n_layers * len(shares) / 2), 3.5))
+    fig = Figure(figsize=(max(6.0, 0.5 * n_layers * len(shares) / 2), 3.5))
+    ax = fig.subplots()
     for i, (method, s) in enumerate(shares.items()):
         ax.bar(np.arange(n_layers) + (i - (len(shares) - 1) / 2) * width, s, width, label=method)
     ax.set_xlabel("decoder layer")
@@ -102,14 +100,15 @@ def plot_heatmaps(panels: Sequence[HeatmapPanel], top: int, title: str, out: str
     _save(heatmap_figure(panels, top, title), out)
 
 
-def heatmap_figure(panels: Sequence[HeatmapPanel], top: int, title: str) -> plt.Figure:
+def heatmap_figure(panels: Sequence[HeatmapPanel], top: int, title: str) -> Figure:
     """Fig. 3: one row per sample: the image, the mean activation of its top neurons over it (the paper's map),
     then each top neuron's own activation; every value sits on the pixels its token covers.
 
     Each heatmap has its own colour scale (its own min and max); an empty set gives a row with the image alone.
     """
     rows = max(1, len(panels))
-    fig, axes = plt.subplots(rows, top + 2, figsize=(2.0 * (top + 2), 2.1 * rows), squeeze=False)
+    fig = Figure(figsize=(2.0 * (top + 2), 2.1 * rows))
+    axes = fig.subplots(rows, top + 2, squeeze=False)
     for ax in axes.flat:
         ax.set_axis_off()
     for row, panel in zip(axes, panels, strict=False):
@@ -151,7 +150,7 @@ DOSE_PANELS = (
 
 
 def _dose_panel(
-    ax: plt.Axes,
+    ax: Axes,
     curves: Mapping[str, Sequence[DosePoint]],
     controls: Mapping[str, Sequence[DosePoint]],
     reference: DosePoint | None,
@@ -214,7 +213,8 @@ def plot_dose_response(
     method through its noise levels (solid, the zero-ablation point a square), its random control dashed in the
     same colour (ablation a hollow square), the no-perturbation reference a black star; error bars are 95 %
     intervals. ``caption`` is printed under the axes."""
-    fig, axes = plt.subplots(1, 2, figsize=(13.0, 5.6))
+    fig = Figure(figsize=(13.0, 5.6))
+    axes = fig.subplots(1, 2)
     for ax, panel in zip(axes, DOSE_PANELS, strict=True):
         _dose_panel(ax, curves, controls, reference, panel)
     fig.suptitle(
@@ -238,7 +238,8 @@ class Bar:
 def plot_restoration(panels: Mapping[str, Sequence[Bar]], out: str | os.PathLike) -> None:
     """The restoration figure: one panel per score (``panels[score]``), a bar per set kind (each method beside its
     random control, hatched), then the ceiling and the floor, with 95 % intervals."""
-    fig, axes = plt.subplots(1, len(panels), figsize=(6.0 * len(panels), 4.2), squeeze=False)
+    fig = Figure(figsize=(6.0 * len(panels), 4.2))
+    axes = fig.subplots(1, len(panels), squeeze=False)
     for ax, (score, bars) in zip(axes[0], panels.items(), strict=True):
         x = np.arange(len(bars))
         y = np.array([b.value[0] for b in bars], np.float64)

@@ -51,7 +51,12 @@ def decode_neurons(loaded: LoadedModel, neurons: Sequence[tuple[int, int]], top:
         raise ModelError(f"{loaded.path}: the model has no output embedding (lm_head) to decode neurons with")
     ids = top_tokens(weight_of(head), down_projections(loaded), neurons, top)
     tokenizer = loaded.processor.tokenizer
-    return [[shown_token(token_text(tokenizer, t), tokenizer.convert_ids_to_tokens(t)) for t in row] for row in ids]
+    special = set(tokenizer.all_special_ids)  # shown as they are: "</s>", not a word "␣</s>"
+    entries = [[tokenizer.convert_ids_to_tokens(t) for t in row] for row in ids]
+    return [
+        [e if t in special else shown_token(token_text(tokenizer, t), e) for t, e in zip(row, es, strict=True)]
+        for row, es in zip(ids, entries, strict=True)
+    ]
 
 
 def token_text(tokenizer, token_id: int) -> str:
