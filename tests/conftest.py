@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from kneurons.synth.captioner import CaptionerSettings, train_captioner
 from kneurons.synth.scenes import write_split
 
 PROMPT = "<image>The image shows a"
+os.environ["TQDM_DISABLE"] = "1"  # the API's progress bars off in tests (and in the processes they start)
 TINY = CaptionerSettings(
     image_size=48,
     patch_size=6,

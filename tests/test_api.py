@@ -20,6 +20,7 @@ from kneurons.io import read_tsv_rows
 from kneurons.names import SET_KINDS
 from kneurons.perturb import layer_units, perturbed_captions
 from kneurons.protocol import Perturbation
+from kneurons.reporting import strongest
 from kneurons.samples import slug
 
 from .helpers import DEFAULT_CONFIG, REPO, TEST_CONFIG
@@ -197,3 +198,45 @@ def test_the_api_runs_on_other_families(name, tmp_path):
     with kn.ablate(found.neurons()):
         assert isinstance(kn.caption([image], max_new_tokens=4)[0], str)
     assert len(kn.heatmap(found).axes) == 7 and len(kn.decode(found.neurons()[:2])) == 2
+
+
+def test_a_finding_reads_well_and_its_sets_are_the_runs_files(run_dir, kn, sample):
+    k, rec = sample["knowledge"], sample["record"]
+    files = {
+        kind: json.loads((run_dir / f"results/neurons/{kind}/{slug(k)}/{rec.id}.json").read_text())
+        for kind in SET_KINDS
+    }
+    settings = Settings.of_set(files["ours"])
+    found = kn.find(rec.path, k, inpainted=run_dir / sample["inpainted"], image_id=rec.id, settings=settings)
+    assert found.sets == files  # json.load's lists, as docs/api.md says
+    text = repr(found)
+    assert len(text.splitlines()) == 4 + len(SET_KINDS) and found.summary() == text
+    assert f"{k!r} in image {rec.id}" in text and repr(found.caption) in text and repr(found.inpainted_caption) in text
+    for kind in SET_KINDS:
+        (line,) = [ln for ln in text.splitlines() if ln.split()[0] == kind]
+        assert f"{len(files[kind]['neurons'])} neurons" in line
+    # one order of "top" neurons: the heatmap's panels follow neurons(); the workflow's figure order is named
+    labels = [ax.get_title() for ax in kn.heatmap(found, top=3).axes[2:]]
+    assert labels == [f"L{layer} #{unit}" for layer, unit in found.neurons("ours")[:3]]
+    by_activation = [ax.get_title() for ax in kn.heatmap(found, top=3, order="activation").axes[2:]]
+    assert by_activation == [f"L{layer} #{unit}" for layer, unit in strongest(files["ours"]["neurons"], found.v_max, 3)]
+
+
+def test_effect_is_the_workflows_perturbation_beside_its_control(run_dir, kn, sample):
+    """kn.effect's rows against the workflow's own lines for this image: the set's ablation and its control's."""
+    k, rec = sample["knowledge"], sample["record"]
+    found = kn.find(rec.path, k, inpainted=run_dir / sample["inpainted"], image_id=rec.id)
+    effect = kn.effect(found, "ours", "ablation")
+    assert list(effect.rows) == ["none", "ours", "ours_control"]
+    assert effect.rows["none"][0] == kn.caption(rec.path)[0]
+    clean = kn.logprob(rec.path, found.caption, k, caption_ids=found.caption_ids)
+    assert effect.rows["none"][2] == pytest.approx(clean)
+    for kind in ("ours", "ours_control"):
+        path = run_dir / f"results/perturb/{kind}/{slug(k)}.jsonl"
+        lines = [json.loads(ln) for ln in path.read_text().splitlines()]
+        (line,) = [ln for ln in lines if ln.get("set") == rec.id and ln.get("image_id") == rec.id
+                   and ln.get("perturbation") == "ablation"]  # fmt: skip
+        caption, named, logp = effect.rows[kind]
+        assert caption == line["caption"] and named == line["mentions"]
+        assert logp == pytest.approx(line["logp"], abs=1e-3)
+    assert "ours_control" in repr(effect) and len(repr(effect).splitlines()) == 4

@@ -204,6 +204,7 @@ def smollm2(tmp_path_factory):
                               image_size=24, patch_size=6)  # fmt: skip
     config = LlavaConfig(vision_config=vision, text_config=decoder.config, image_token_id=tok.convert_tokens_to_ids(
         "<image>"), vision_feature_layer=-2, vision_feature_select_strategy="default")  # fmt: skip
+    torch.manual_seed(0)  # the random vision tower and projector: the same figures at every run
     model = LlavaForConditionalGeneration(config)
     model.model.language_model.load_state_dict(decoder.model.state_dict())
     model.lm_head.load_state_dict(decoder.lm_head.state_dict())

@@ -5,7 +5,7 @@ use, so a workflow job that needs no model does not pay for torch.
 """
 
 __version__ = "0.1.0"
-__all__ = ["Finding", "KnowledgeNeurons", "Settings"]
+__all__ = ["Effect", "Finding", "KnowledgeNeurons", "Settings"]
 
 
 def __getattr__(name: str):

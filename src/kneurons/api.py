@@ -22,7 +22,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
+from kneurons.captions import mentions
 from kneurons.coco import Annotation, ImageRecord, read_image
 from kneurons.dumps import TokenLayout, gradcam, image_activations, target_position
 from kneurons.dumpstats import activation_record, gradcam_record
@@ -112,7 +114,7 @@ class Settings:
         return cls(activation=activation, gradcam=gradcam, exclude_last_layer=bool(excluded), **others)
 
 
-@dataclass
+@dataclass(repr=False)
 class Finding:
     """What ``find`` found for one image and knowledge k.
 
@@ -152,6 +154,45 @@ class Finding:
             raise KneuronsError(f"kind {kind!r} is not one of this finding's sets: {', '.join(self.sets)}")
         return self.sets[kind]
 
+    def summary(self) -> str:
+        """A few lines: the target, the image, both captions, C^k and each set kind's size and layers, the
+        thresholds used."""
+        ours = self.sets.get("ours", {})
+        t = ours.get("thresholds", {})
+        lines = [
+            f"Finding: {self.knowledge!r} in image {self.image_id}, GradCAM target token {self.token!r}",
+            f"  caption:           {self.caption!r}",
+            f"  inpainted caption: {self.inpainted_caption!r}",
+            f"  C^k: {int(self.candidates.sum()) if self.candidates is not None else '?'} candidates; thresholds: "
+            f"activation {t.get('activation')} (= {t.get('activation_value')}), gradcam {t.get('gradcam')} "
+            f"(= {t.get('gradcam_value')}), excluded layers {ours.get('excluded_layers', [])}",
+        ]
+        for kind, chosen in self.sets.items():
+            layers = ", ".join(f"L{i}: {c}" for i, c in enumerate(chosen.get("layer_counts", [])) if c)
+            lines.append(f"  {kind:<20} {len(chosen['neurons']):>4} neurons  ({layers or 'none'})")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return self.summary()
+
+
+@dataclass(frozen=True)
+class Effect:
+    """What perturbing a set does to one finding's image, beside its matched random control and the unperturbed
+    model: each row's greedy caption, whether it names k, and the teacher-forced log p of k's first token on the
+    finding's caption ids (the workflow's ``logp``)."""
+
+    knowledge: str
+    perturbation: str
+    rows: dict[str, tuple[str, bool, float]]  # "none", the set kind, its control: (caption, names k, log p)
+
+    def __repr__(self) -> str:
+        width = max(len(label) for label in self.rows)
+        lines = [f"Effect of {self.perturbation} on {self.knowledge!r} (names k, log p, caption):"]
+        for label, (caption, named, logp) in self.rows.items():
+            lines.append(f"  {label:<{width}}  {'yes' if named else 'no ':<3}  {logp:8.3f}  {caption!r}")
+        return "\n".join(lines)
+
 
 class KnowledgeNeurons:
     """A loaded VLM of any supported family with the method around it; perturbations are context managers whose
@@ -182,9 +223,16 @@ class KnowledgeNeurons:
         self, images: Image | Sequence[Image], max_new_tokens: int = 32, batch_size: int | str = 64
     ) -> list[str]:
         """Greedy captions of ``images`` (batched; one image is a list of one), under every active perturbation
-        (prompt pass only)."""
+        (prompt pass only). More than one batch of images shows a progress bar (tqdm; ``TQDM_DISABLE=1`` hides
+        it)."""
         pixels = as_images(images)
-        return generate_captions(self.loaded, pixels, self.prompt, max_new_tokens, batch_size, self._context)
+        step = batch_size if isinstance(batch_size, int) else 64
+        chunks = [pixels[i : i + step] for i in range(0, len(pixels), step)]
+        out: list[str] = []
+        quiet = {"disable": True} if len(chunks) < 2 else {}  # else tqdm's default, which TQDM_DISABLE=1 overrides
+        for chunk in tqdm(chunks, desc="captions", unit="batch", **quiet):
+            out += generate_captions(self.loaded, chunk, self.prompt, max_new_tokens, batch_size, self._context)
+        return out
 
     @torch.inference_mode()
     def logprob(
@@ -274,6 +322,45 @@ class KnowledgeNeurons:
         values = [torch.from_numpy(np.ascontiguousarray(source[layer][:, u])) for layer, u in enumerate(units)]
         return self._while(lambda ids: patch_units(self.loaded, ids, units, values))
 
+    def effect(
+        self,
+        finding: Finding,
+        kind: str = "ours",
+        perturbation: str = "ablation",
+        level: float = 0.0,
+        seed: int = 0,
+        scale: float = 1.0,
+        synonyms: Sequence[str] = (),
+    ) -> Effect:
+        """One call for a set's effect on the finding's image, beside its random control (``kind + "_control"``)
+        and the unperturbed model: "ablation" and "noise" (``level`` · ``scale``, ``seed``; the run's scale is
+        ``reference_scale`` in results/perturb/noise_scale.json) on the original image, "patch" (the set's
+        original activations into the inpainted image: does k come back?)."""
+        kinds = [kind] if kind.endswith("_control") else [kind, f"{kind}_control"]
+        for k in kinds:
+            finding.set(k)
+        if perturbation == "patch":
+            image, make = finding.inpainted, lambda units: self.patch(units, finding.image)
+        elif perturbation == "ablation":
+            image, make = finding.image, self.ablate
+        elif perturbation == "noise":
+            image, make = finding.image, lambda units: self.noise(units, level, seed, scale)
+        else:
+            raise KneuronsError(f"effect: perturbation {perturbation!r} is not one of ablation, noise, patch")
+
+        def row() -> tuple[str, bool, float]:
+            (caption,) = self.caption(image)
+            named = mentions(caption, finding.knowledge, synonyms)
+            logp = self.logprob(image, finding.caption, finding.knowledge, synonyms, finding.caption_ids)
+            return caption, named, logp
+
+        rows = {"none": row()}
+        for k in kinds:
+            with make(finding.neurons(k)):
+                rows[k] = row()
+        name = perturbation if perturbation != "noise" else f"noise (level {level:g}, scale {scale:g}, seed {seed})"
+        return Effect(finding.knowledge, name, rows)
+
     # finding ---------------------------------------------------------------------------------------------------
 
     def inpaint(self, image: Image, knowledge: str, box=None, mask=None, settings: Settings = Settings()) -> np.ndarray:
@@ -356,11 +443,20 @@ class KnowledgeNeurons:
 
     # looking ---------------------------------------------------------------------------------------------------
 
-    def heatmap(self, finding: Finding, kind: str = "ours", top: int = 5):
-        """Fig. 3 for one finding: the top-``top`` neurons of a set by max_p V, their mean O' over the image and
-        each one's O', on the pixels each token covers. A matplotlib Figure."""
+    def heatmap(self, finding: Finding, kind: str = "ours", top: int = 5, order: str = "set"):
+        """Fig. 3 for one finding: the top-``top`` neurons of a set, their mean O' over the image and each one's O',
+        on the pixels each token covers. ``order`` "set": the set's own order, as ``finding.neurons(kind)`` lists
+        them (ours: max_p GradCAM); "activation": by max_p V, as the workflow's heatmap figures. A matplotlib
+        Figure."""
         chosen = finding.set(kind)["neurons"]
-        neurons = strongest(chosen, finding.v_max, top)
+        orders = {
+            "set": lambda: finding.neurons(kind)[:top],
+            "activation": lambda: strongest(chosen, finding.v_max, top),
+        }
+        if order not in orders:
+            raise KneuronsError(f"heatmap: order {order!r} is not one of {', '.join(orders)}")
+        neurons = orders[order]()
+        by = {"set": finding.set(kind).get("score", "the set's score"), "activation": "max_p V"}[order]
         panel = HeatmapPanel(
             title=f"{finding.knowledge} ({kind}, |set| = {len(chosen)})",
             image=finding.image,
@@ -368,7 +464,7 @@ class KnowledgeNeurons:
             traces=[finding.original[layer, :, unit].astype(np.float32) for layer, unit in neurons],
             regions=finding.layout.regions,
         )
-        return heatmap_figure([panel], top, f"{finding.knowledge}: activation O' of the top-{top} neurons by max_p V")
+        return heatmap_figure([panel], top, f"{finding.knowledge}: activation O' of the top-{top} neurons by {by}")
 
     def decode(self, neurons: Sequence[Sequence], top: int = 5) -> list[list[str]]:
         """The ``top`` tokens W_U · W_down[:, i] promotes for each neuron (layer, unit)."""

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
 from kneurons.io import atomic_path
 
@@ -41,8 +42,9 @@ def empty_figure(message: str, out: str | os.PathLike) -> None:
 
 
 def plot_layer_distribution(counts: Mapping[str, Sequence[int]], out: str | os.PathLike) -> None:
-    """Fig. 2: grouped bars of each method's share of neurons in each decoder layer (``counts[method]`` (L,)); a
-    figure saying so when there is no neuron set."""
+    """Fig. 2: grouped bars of each method's share of neurons in each decoder layer (``counts[method]`` (L,); the
+    methods, not their random controls, which repeat their methods' per-layer counts), the legend beside the axes;
+    a figure saying so when there is no neuron set."""
     if not counts:
         empty_figure("Layer distribution: no neuron set (no knowledge target has a sample in D).", out)
         return
@@ -56,8 +58,10 @@ def plot_layer_distribution(counts: Mapping[str, Sequence[int]], out: str | os.P
     ax.set_xlabel("decoder layer")
     ax.set_ylabel("share of the method's neurons")
     ax.set_xticks(np.arange(n_layers))
-    ax.legend()
-    ax.set_title("Layer distribution of the neuron sets (all knowledge targets)")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    ax.set_title("Layer distribution of the neuron sets (all knowledge targets)", fontsize=10)
+    ax.text(1.01, 0.0, "Each random control has\nits method's per-layer\ncounts by construction\n(not drawn).",
+            transform=ax.transAxes, fontsize=7, color="0.35", va="bottom")  # fmt: skip
     _save(fig, out)
 
 
@@ -100,30 +104,45 @@ def plot_heatmaps(panels: Sequence[HeatmapPanel], top: int, title: str, out: str
     _save(heatmap_figure(panels, top, title), out)
 
 
+def _panel_maps(panel: HeatmapPanel) -> list[np.ndarray]:
+    """A row's (H, W) maps: the mean of its traces, then each trace (none for an empty set)."""
+    if not panel.traces:
+        return []
+    size = panel.image.shape[:2]
+    return [mean_map(panel.traces, panel.regions, size)] + [token_map(t, panel.regions, size) for t in panel.traces]
+
+
 def heatmap_figure(panels: Sequence[HeatmapPanel], top: int, title: str) -> Figure:
     """Fig. 3: one row per sample: the image, the mean activation of its top neurons over it (the paper's map),
     then each top neuron's own activation; every value sits on the pixels its token covers.
 
-    Each heatmap has its own colour scale (its own min and max); an empty set gives a row with the image alone.
+    Every heatmap of the figure shares one colour scale (the smallest and largest value over all of them), shown
+    by one colour bar, so maps compare across neurons and samples; an empty set gives a row with the image alone.
     """
     rows = max(1, len(panels))
-    fig = Figure(figsize=(2.0 * (top + 2), 2.1 * rows))
+    fig = Figure(figsize=(2.0 * (top + 2) + 0.8, 2.1 * rows + 0.4), layout="constrained")
     axes = fig.subplots(rows, top + 2, squeeze=False)
     for ax in axes.flat:
         ax.set_axis_off()
-    for row, panel in zip(axes, panels, strict=False):
-        size = panel.image.shape[:2]
+    maps = [_panel_maps(p) for p in panels]
+    values = [m[np.isfinite(m)] for row in maps for m in row]
+    values = [v for v in values if v.size]
+    lo, hi = (float(min(v.min() for v in values)), float(max(v.max() for v in values))) if values else (0.0, 1.0)
+    shown = None
+    for row, panel, row_maps in zip(axes, panels, maps, strict=False):
         row[0].imshow(panel.image)
         row[0].set_title(panel.title, fontsize=8)
-        if not panel.traces:
+        if not row_maps:
             continue
-        row[1].imshow(panel.image)
-        row[1].imshow(mean_map(panel.traces, panel.regions, size), cmap="jet", alpha=0.5)
-        row[1].set_title(f"mean of top {len(panel.traces)}", fontsize=8)
-        for ax, (layer, unit), trace in zip(row[2:], panel.neurons, panel.traces, strict=False):
+        labels = [f"mean of top {len(panel.traces)}"] + [f"L{layer} #{unit}" for layer, unit in panel.neurons]
+        for ax, heat, label in zip(row[1:], row_maps, labels, strict=False):
             ax.imshow(panel.image)
-            ax.imshow(token_map(trace, panel.regions, size), cmap="jet", alpha=0.5)
-            ax.set_title(f"L{layer} #{unit}", fontsize=8)
+            shown = ax.imshow(heat, cmap="jet", alpha=0.5, vmin=lo, vmax=hi)
+            ax.set_title(label, fontsize=8)
+    if shown is not None:
+        bar = fig.colorbar(shown, ax=axes, shrink=min(0.9, 0.45 + 0.15 * rows), pad=0.01)
+        bar.set_label("activation O' (one scale for every map)", fontsize=8)
+        bar.ax.tick_params(labelsize=7)
     fig.suptitle(title, fontsize=10)
     return fig
 
@@ -149,80 +168,111 @@ DOSE_PANELS = (
 )
 
 
-def _dose_panel(
-    ax: Axes,
+# Where a set specific to k moves each panel's points from the unperturbed star: (x, y) direction, and the words.
+SPECIFIC = {
+    "S_re": ("top right", "specific: up (k gone) while right (others kept)"),
+    "dlogp_other": ("bottom right", "specific: down (log p(k) falls) while right (others' kept)"),
+}
+
+
+def _points(ax: Axes, points: Sequence[DosePoint], xs: str, ys: str, color: str, filled: bool, label: str) -> None:
+    """One curve: its noise levels joined (circles) and its zero-ablation point (a square), with 95 % intervals."""
+    noise = [p for p in points if p.level != "ablation"]
+    ablation = [p for p in points if p.level == "ablation"]
+    for group, marker in ((noise, "o"), (ablation, "s")):
+        if not group:
+            continue
+        x = np.array([p.values[xs][0] for p in group])
+        y = np.array([p.values[ys][0] for p in group])
+        xerr = np.abs(np.array([[p.values[xs][1] for p in group], [p.values[xs][2] for p in group]]) - x)
+        yerr = np.abs(np.array([[p.values[ys][1] for p in group], [p.values[ys][2] for p in group]]) - y)
+        ax.errorbar(
+            x,
+            y,
+            xerr=xerr,
+            yerr=yerr,
+            fmt=marker + ("-" if filled else "--") * (marker == "o"),
+            color=color,
+            mfc=color if filled else "white",
+            capsize=2,
+            lw=1.2 if filled else 1.0,
+            ms=5,
+            label=(label if marker == "o" else f"{label}, ablation") if group else "_nolegend_",
+        )
+
+
+def _limits(values: Sequence[float], pad: float = 0.08) -> tuple[float, float] | None:
+    """The axis range of ``values`` with a margin; None where none is finite (e.g. log p turned off)."""
+    finite = np.asarray(values, np.float64)
+    finite = finite[np.isfinite(finite)]
+    if not finite.size:
+        return None
+    lo, hi = float(finite.min()), float(finite.max())
+    span = max(hi - lo, 1e-3)
+    return lo - pad * span, hi + pad * span
+
+
+def _dose_row(
+    axes: Sequence[Axes],
     curves: Mapping[str, Sequence[DosePoint]],
     controls: Mapping[str, Sequence[DosePoint]],
     reference: DosePoint | None,
     panel: tuple[str, str, str, str],
 ) -> None:
+    """One row of the small multiples: a panel per method, the method (solid) beside its random control (dashed,
+    hollow) and the unperturbed model (a black star); every panel of the row on the same axes."""
     xs, ys, xlabel, ylabel = panel
-    for i, method in enumerate(curves):
+    every = [p for pts in (*curves.values(), *controls.values()) for p in pts] + ([reference] if reference else [])
+    xlim = _limits([v for p in every for v in p.values[xs]])
+    ylim = _limits([v for p in every for v in p.values[ys]])
+    corner, words = SPECIFIC[xs]
+    for i, (ax, method) in enumerate(zip(axes, curves, strict=True)):
         color = f"C{i}"
-        control = controls.get(method, ())
-        for points, style, label in ((curves[method], "-", method), (control, "--", f"{method} control")):
-            noise = [p for p in points if p.level != "ablation"]
-            ablation = [p for p in points if p.level == "ablation"]
-            filled = style == "-"
-            for group, marker in ((noise, "o"), (ablation, "s")):
-                if not group:
-                    continue
-                x = np.array([p.values[xs][0] for p in group])
-                y = np.array([p.values[ys][0] for p in group])
-                xerr = np.abs(np.array([[p.values[xs][1] for p in group], [p.values[xs][2] for p in group]]) - x)
-                yerr = np.abs(np.array([[p.values[ys][1] for p in group], [p.values[ys][2] for p in group]]) - y)
-                ax.errorbar(
-                    x,
-                    y,
-                    xerr=xerr,
-                    yerr=yerr,
-                    fmt=marker + (style if marker == "o" else ""),
-                    color=color,
-                    mfc=color if filled else "white",
-                    capsize=2,
-                    lw=1.2,
-                    label=label if marker == "o" or not noise else "_nolegend_",
-                )
-            for p in noise:
-                ax.annotate(
-                    f"{p.level:g}",
-                    (p.values[xs][0], p.values[ys][0]),
-                    fontsize=7,
-                    xytext=(3, 3),
-                    textcoords="offset points",
-                )
-    if reference is not None:
-        ax.plot(reference.values[xs][0], reference.values[ys][0], "k*", ms=12, label="no perturbation")
-    ax.set_xlabel(xlabel, fontsize=8)
-    ax.set_ylabel(ylabel, fontsize=8)
-    if xs.startswith("S_"):
-        ax.set_xlim(-0.03, 1.03)
-        ax.set_ylim(-0.03, 1.03)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="best")
+        _points(ax, controls.get(method, ()), xs, ys, color, False, "random control")
+        _points(ax, curves[method], xs, ys, color, True, method)
+        for point in curves[method]:  # the method's noise levels, labelled once, clear of the markers
+            if point.level != "ablation":
+                ax.annotate(f"{point.level:g}", (point.values[xs][0], point.values[ys][0]), fontsize=7,
+                            xytext=(-4, 4), textcoords="offset points", ha="right", color=color)  # fmt: skip
+        if reference is not None:
+            ax.plot(reference.values[xs][0], reference.values[ys][0], "k*", ms=11, label="no perturbation")
+        if xlim is None or ylim is None:
+            ax.text(0.5, 0.5, f"no {xs} / {ys} values", transform=ax.transAxes, ha="center", fontsize=8)
+        else:
+            ax.set_xlim(*xlim)
+            ax.set_ylim(*ylim)
+        ax.set_title(method, fontsize=10, color=color)
+        ax.set_xlabel(xlabel, fontsize=8)
+        ax.grid(alpha=0.3)
+        ax.tick_params(labelsize=7)
+        where = {"top right": (0.97, 0.97, "right", "top"), "bottom right": (0.97, 0.03, "right", "bottom")}[corner]
+        ax.text(where[0], where[1], words, transform=ax.transAxes, ha=where[2], va=where[3], fontsize=6.5,
+                color="0.35", wrap=True)  # fmt: skip
+        if i == 0:
+            ax.set_ylabel(ylabel, fontsize=8)
+            ax.legend(fontsize=6.5, loc="lower left" if corner == "top right" else "upper left")
 
 
 def plot_dose_response(
     curves: Mapping[str, Sequence[DosePoint]],
     controls: Mapping[str, Sequence[DosePoint]],
     reference: DosePoint | None,
-    caption: str,
     out: str | os.PathLike,
 ) -> None:
-    """The dose–response figure, two panels: S_re (x) against S_se (y), and dlogp_other against dlogp_own, of each
-    method through its noise levels (solid, the zero-ablation point a square), its random control dashed in the
-    same colour (ablation a hollow square), the no-perturbation reference a black star; error bars are 95 %
-    intervals. ``caption`` is printed under the axes."""
-    fig = Figure(figsize=(13.0, 5.6))
-    axes = fig.subplots(1, 2)
-    for ax, panel in zip(axes, DOSE_PANELS, strict=True):
-        _dose_panel(ax, curves, controls, reference, panel)
+    """The dose–response figure as small multiples: a column per method, the method beside its random control;
+    top row S_re (x) against S_se (y), bottom row dlogp_other against dlogp_own. Noise levels are circles joined
+    and labelled (in units of the reference scale r), zero-ablation a square, the unperturbed model a black star;
+    error bars are 95 % intervals. A row's panels share their axes; each panel says which way is specific."""
+    n = len(curves)
+    fig = Figure(figsize=(3.4 * n + 0.6, 7.0), layout="constrained")
+    axes = fig.subplots(2, n, squeeze=False)
+    for row, panel in zip(axes, DOSE_PANELS, strict=True):
+        _dose_row(row, curves, controls, reference, panel)
     fig.suptitle(
-        "Dose–response: each method (solid) and its random control (dashed, hollow); "
-        "circles: noise levels (labelled, in units of r); squares: zero-ablation",
+        "Dose–response: each method (solid, filled) beside its random control (dashed, hollow); circles: noise "
+        "levels in units of r; squares: zero-ablation; star: no perturbation",
         fontsize=9,
     )
-    fig.text(0.01, -0.02, "\n".join(textwrap.wrap(caption, 200)), fontsize=8, va="top")
     _save(fig, out)
 
 
@@ -233,37 +283,47 @@ class Bar:
     label: str
     value: tuple[float, float, float]
     control: bool
+    n: int = 0  # the samples behind the score
 
 
 def plot_restoration(panels: Mapping[str, Sequence[Bar]], out: str | os.PathLike) -> None:
     """The restoration figure: one panel per score (``panels[score]``), a bar per set kind (each method beside its
-    random control, hatched), then the ceiling and the floor, with 95 % intervals."""
-    fig = Figure(figsize=(6.0 * len(panels), 4.2))
+    random control, hatched), then the ceiling and the floor, with 95 % intervals. Every bar is labelled with its
+    value, a share (scores named S_*) of exactly 0 as "0 of n" samples, so a bar of height 0 still reads."""
+    fig = Figure(figsize=(6.0 * len(panels), 4.6), layout="constrained")
     axes = fig.subplots(1, len(panels), squeeze=False)
     for ax, (score, bars) in zip(axes[0], panels.items(), strict=True):
         x = np.arange(len(bars))
         y = np.array([b.value[0] for b in bars], np.float64)
         err = np.abs(np.array([[b.value[1] for b in bars], [b.value[2] for b in bars]], np.float64) - y)
         colors = [f"C{i // 2}" if b.label not in ("ceiling", "floor") else "0.5" for i, b in enumerate(bars)]
-        ax.bar(
-            x,
-            np.nan_to_num(y),
-            yerr=np.nan_to_num(err),
-            color=colors,
-            capsize=3,
-            hatch=None,
-            edgecolor="black",
-            linewidth=0.5,
-        )
-        for xi, b in zip(x, bars, strict=True):
+        drawn = ax.bar(x, np.nan_to_num(y), yerr=np.nan_to_num(err), color=colors, capsize=3, edgecolor="black",
+                       linewidth=0.5)  # fmt: skip
+        for patch, b in zip(drawn.patches, bars, strict=True):
             if b.control:
-                ax.patches[int(xi)].set_hatch("//")
-                ax.patches[int(xi)].set_alpha(0.6)
+                patch.set_hatch("////")
+                patch.set_facecolor("white")
+                patch.set_edgecolor(patch.get_edgecolor())
+        top = np.nan_to_num(np.maximum(y, y + err[1]))
+        span = max(float(np.nanmax(np.abs(np.concatenate([y + err[1], y - err[0]])))), 1e-6)
+        for xi, b, yi, ti in zip(x, bars, y, top, strict=True):
+            if not np.isfinite(yi):
+                text = "n/a"
+            elif score.startswith("S_") and yi == 0 and b.n:
+                text = f"0 of {b.n}"  # a share of exactly 0: none of the n samples
+            else:
+                text = f"{yi:.3f}" if score.startswith("S_") else f"{yi:+.3f}"
+            ax.text(xi, max(ti, 0) + 0.02 * span, text, ha="center", va="bottom", fontsize=6.5, rotation=90)
         ax.set_xticks(x, [b.label for b in bars], rotation=40, ha="right", fontsize=7)
         ax.set_ylabel(score)
+        ax.set_ylim(top=ax.get_ylim()[1] + 0.25 * span)
         ax.axhline(0, color="black", lw=0.6)
         ax.grid(axis="y", alpha=0.3)
-    fig.suptitle(
-        "Restoration: inpainted images with each set patched to the original's values (hatched: control)", fontsize=9
-    )
+    handles = [
+        Patch(facecolor="C0", edgecolor="black", label="a method's sets (colour: method)"),
+        Patch(facecolor="white", edgecolor="black", hatch="////", label="its random control"),
+        Patch(facecolor="0.5", edgecolor="black", label="bounds: ceiling (original image), floor (inpainted)"),
+    ]
+    fig.legend(handles=handles, loc="outside lower center", ncol=3, fontsize=7, frameon=False)
+    fig.suptitle("Restoration: inpainted images with each set patched to the original's values", fontsize=9)
     _save(fig, out)

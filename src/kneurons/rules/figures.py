@@ -67,7 +67,7 @@ def layer_distribution(summary_tsv: str, out_png: str, out_csv: str, out_md: str
             else "No neuron set.\n"
         ),
     )
-    plot_layer_distribution(counts, out_png)
+    plot_layer_distribution({m: c for m, c in counts.items() if not m.endswith(CONTROL)}, out_png)
 
 
 def heatmaps(
@@ -106,9 +106,8 @@ def heatmaps(
 
 def dose_response(table2_csv: str, pairwise_csv: str, out_png: str, out_md: str) -> None:
     """Rule dose_response: S_re against S_se, and dlogp_other against dlogp_own, of every method and its control
-    through the noise levels and under zero-ablation (from Table II's rows over all knowledge), with the
-    specificity statement (Table II and the pairwise table) as its caption (also written to ``out_md`` for the
-    report)."""
+    through the noise levels and under zero-ablation (from Table II's rows over all knowledge); the specificity
+    statement (Table II and the pairwise table) goes to ``out_md``, beside the figure in the report, not into it."""
     rows = read_tsv_rows(table2_csv, delimiter=",")
     overall = [r for r in rows if r["knowledge"] == ALL and r["level"] != ALL and r["sets"] != "0"]
     curves: dict[str, list[DosePoint]] = {}
@@ -127,7 +126,7 @@ def dose_response(table2_csv: str, pairwise_csv: str, out_png: str, out_md: str)
         empty_figure(f"Dose–response: {statement}", out_png)
     else:
         statement = specificity_statement(rows, read_tsv_rows(pairwise_csv, delimiter=","))
-        plot_dose_response(curves, controls, reference, statement, out_png)
+        plot_dose_response(curves, controls, reference, out_png)
     write_text(out_md, "Dose–response (each method and its control)\n\n" + statement + "\n")
 
 

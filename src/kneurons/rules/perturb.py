@@ -365,7 +365,12 @@ def restoration(
     write_text(out_md, RESTORATION_CAPTION + body + notes_markdown(notes))
     panels = {
         metric: [
-            Bar(m, tuple(overall[m][f"{metric}{s}"] for s in ("", "_lo", "_hi")), m.endswith(CONTROL))
+            Bar(
+                m,
+                tuple(overall[m][f"{metric}{s}"] for s in ("", "_lo", "_hi")),
+                m.endswith(CONTROL),
+                int(overall[m]["sets"]),
+            )
             for m in order
             if m in overall and m != ORIGINAL
         ]
