@@ -121,6 +121,6 @@ def test_report_captions_render_without_docutils_messages(caption):
     """Snakemake renders each caption with docutils: "|N_k|" unescaped is a substitution reference, and the report's
     page showed "Docutils System Messages: Undefined substitution referenced" under it."""
     html = docutils.core.publish_string(
-        caption.read_text(), writer_name="html", settings_overrides={"halt_level": 5, "warning_stream": False}
+        caption.read_text(), writer="html", settings_overrides={"halt_level": 5, "warning_stream": False}
     ).decode()
     assert "System Message" not in html

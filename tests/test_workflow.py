@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import html
 import json
 import math
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
 
 import h5py
 import pytest
@@ -198,6 +204,38 @@ def test_report_builds(run_dir):
     assert "heatmaps" in html
     for message in ("System Message", "Undefined substitution"):  # docutils' complaints, on the page and in the log
         assert message not in html and message not in proc.stderr
+    # every figure's caption, rendered into the report
+    for caption in sorted((Path(__file__).parents[1] / "report").glob("*.rst")):
+        assert " ".join(caption.read_text().split()[:4]) in html, caption.name
+
+
+def chromium() -> str:
+    """Debian's Chromium, installed from the distribution's packages where it is missing (as root, like CI)."""
+    if not shutil.which("chromium"):
+        subprocess.run(["apt-get", "update", "-qq"], check=True, capture_output=True)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], check=True, capture_output=True,
+                       env={"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})  # fmt: skip
+    return shutil.which("chromium") or "chromium"
+
+
+def test_the_report_renders_in_headless_chromium(run_dir):
+    """The report is a JavaScript page: Chromium runs it and the rendered page lists the categories and the
+    workflow's description, with no docutils message."""
+    report = run_dir / "results/report.html"
+    if not report.exists():
+        assert snakemake(run_dir, "--report", "results/report.html").returncode == 0
+    with tempfile.TemporaryDirectory() as profile:
+        flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 f"--user-data-dir={profile}", "--virtual-time-budget=15000", "--dump-dom"]  # fmt: skip
+        proc = subprocess.run([chromium(), *flags, report.as_uri()], capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    page = re.sub(r"<(script|style)[^>]*>.*?</\1>", " ", proc.stdout, flags=re.S)
+    text = html.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", page[page.find("<body") :])))
+    for category in ("Captioner", "Figures", "Neurons", "Samples", "Tables"):
+        assert category in text, category
+    assert "Knowledge neurons of a LLaVA-family model" in text and "|N_k| random candidates" in text
+    assert "System Message" not in text
 
 
 def test_figures_and_example_tables(run_dir, samples):
