@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from kneurons.captions import mentions
 from kneurons.coco import Annotation, ImageRecord, read_image
@@ -63,7 +63,7 @@ def as_images(images: Image | Sequence[Image]) -> list[np.ndarray]:
     return [as_array(im) for im in images]
 
 
-def checked_box(box: Sequence[float], shape: tuple[int, ...]) -> tuple[float, float, float, float]:
+def checked_box(box: Sequence[float], shape: tuple[int, ...], name: str = "k") -> tuple[float, float, float, float]:
     """A COCO box [x, y, w, h] that the workflow would inpaint in an image of ``shape`` (H, W, 3): four numbers,
     positive width and height, at most 2 px past the image's edge (kneurons.samples.box_problem, the workflow's
     rule); KneuronsError otherwise, which says so when the four numbers read as corners (x1, y1, x2, y2) would fit."""
@@ -72,7 +72,7 @@ def checked_box(box: Sequence[float], shape: tuple[int, ...]) -> tuple[float, fl
         raise KneuronsError(f"box: expected four numbers [x, y, w, h] (COCO's box), got {box!r}")
     h, w = shape[:2]
     record = ImageRecord(0, Path(), h, w, ())
-    problem = box_problem(record, Annotation("box", tuple(values)))
+    problem = box_problem(record, Annotation(name, tuple(values)))
     if not problem:
         return tuple(values)
     x1, y1, x2, y2 = values
@@ -82,7 +82,7 @@ def checked_box(box: Sequence[float], shape: tuple[int, ...]) -> tuple[float, fl
         if box_problem(record, Annotation("box", tuple(corners)))
         else (f"; if these are corners (x1, y1, x2, y2), pass box={[round(v, 2) for v in corners]}")
     )
-    raise KneuronsError(f"box: {problem.replace(' (annotation 0)', '')}{hint}")
+    raise KneuronsError(f"inpaint: the {problem.replace(' (annotation 0)', '')}{hint}")
 
 
 @dataclass(frozen=True)
@@ -370,7 +370,7 @@ class KnowledgeNeurons:
         if (box is None) == (mask is None):
             raise KneuronsError("inpaint: give exactly one of box=[x, y, w, h] or mask=(H, W) array")
         if box is not None:
-            ann = Annotation(knowledge, checked_box(box, pixels.shape))
+            ann = Annotation(knowledge, checked_box(box, pixels.shape, knowledge))
             return remove_objects(pixels, [ann], "box", settings.dilate, settings.radius)
         mask = np.asarray(mask)
         if mask.shape != pixels.shape[:2]:
