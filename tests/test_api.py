@@ -197,7 +197,7 @@ def test_the_api_runs_on_other_families(name, tmp_path):
     assert [len(found.sets[m]["neurons"]) for m in ("schwettmann", "pan", "ours_control")] == [len(found.neurons())] * 3
     with kn.ablate(found.neurons()):
         assert isinstance(kn.caption([image], max_new_tokens=4)[0], str)
-    assert len(kn.heatmap(found).axes) == 7 and len(kn.decode(found.neurons()[:2])) == 2
+    assert len(kn.heatmap(found).axes) == 7 + 1 and len(kn.decode(found.neurons()[:2])) == 2
 
 
 def test_a_finding_reads_well_and_its_sets_are_the_runs_files(run_dir, kn, sample):
@@ -216,9 +216,9 @@ def test_a_finding_reads_well_and_its_sets_are_the_runs_files(run_dir, kn, sampl
         (line,) = [ln for ln in text.splitlines() if ln.split()[0] == kind]
         assert f"{len(files[kind]['neurons'])} neurons" in line
     # one order of "top" neurons: the heatmap's panels follow neurons(); the workflow's figure order is named
-    labels = [ax.get_title() for ax in kn.heatmap(found, top=3).axes[2:]]
+    labels = [ax.get_title() for ax in kn.heatmap(found, top=3).axes[2:5]]  # then the colour bar
     assert labels == [f"L{layer} #{unit}" for layer, unit in found.neurons("ours")[:3]]
-    by_activation = [ax.get_title() for ax in kn.heatmap(found, top=3, order="activation").axes[2:]]
+    by_activation = [ax.get_title() for ax in kn.heatmap(found, top=3, order="activation").axes[2:5]]
     assert by_activation == [f"L{layer} #{unit}" for layer, unit in strongest(files["ours"]["neurons"], found.v_max, 3)]
 
 
@@ -238,5 +238,7 @@ def test_effect_is_the_workflows_perturbation_beside_its_control(run_dir, kn, sa
                    and ln.get("perturbation") == "ablation"]  # fmt: skip
         caption, named, logp = effect.rows[kind]
         assert caption == line["caption"] and named == line["mentions"]
-        assert logp == pytest.approx(line["logp"], abs=1e-3)
+        # the workflow scored this image in a batch of D's images, the API alone: in bfloat16 (the test run's dtype
+        # on a CPU with native bfloat16) the two round differently
+        assert logp == pytest.approx(line["logp"], abs=1e-3 if kn.loaded.model.dtype == torch.float32 else 0.05)
     assert "ours_control" in repr(effect) and len(repr(effect).splitlines()) == 4
