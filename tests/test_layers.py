@@ -31,6 +31,7 @@ LAYERS = {
         "kneurons.perturb",
         "kneurons.restore",
         "kneurons.vocab",
+        "kneurons.edit",
         "kneurons.synth.captioner",
         "kneurons.synth.evaluate",
     ],

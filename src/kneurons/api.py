@@ -28,6 +28,7 @@ from kneurons.captions import mentions
 from kneurons.coco import Annotation, ImageRecord, read_image
 from kneurons.dumps import TokenLayout, gradcam, image_activations, target_position
 from kneurons.dumpstats import activation_record, gradcam_record
+from kneurons.edit import Edit, edited, save_edited
 from kneurons.errors import DataError, KneuronsError
 from kneurons.figures import HeatmapPanel, heatmap_figure
 from kneurons.generation import emitted_captions, generate_captions
@@ -360,6 +361,24 @@ class KnowledgeNeurons:
                 rows[k] = row()
         name = perturbation if perturbation != "noise" else f"noise (level {level:g}, scale {scale:g}, seed {seed})"
         return Effect(finding.knowledge, name, rows)
+
+    # editing the weights ---------------------------------------------------------------------------------------
+
+    def edited(self, neurons: Sequence[Sequence], op: str, strength: float, source: str = "", target: str = ""):
+        """While active, ``neurons``' FFN output columns (W_down) are edited in the weights (kneurons.edit): "erase"
+        (× α), "amplify" (× β) or "rewrite" (moved from the word ``source`` towards ``target`` by λ of each
+        column's norm), at every position and every decoding step of every call; restored bit for bit on exit."""
+        units = self._neurons(neurons, "edited")
+        return edited(self.loaded, units, Edit(op, strength, source, target), "edited")
+
+    def save_edited(
+        self, path: str | os.PathLike, neurons: Sequence[Sequence], op: str, strength: float, source: str = "",
+        target: str = "",
+    ) -> Path:  # fmt: skip
+        """Write the model with ``neurons`` edited as ``edited`` does to a new directory (with the processor), which
+        plain transformers loads; the model in memory stays as it was."""
+        units = self._neurons(neurons, "save_edited")
+        return save_edited(self.loaded, path, units, Edit(op, strength, source, target), "save_edited")
 
     # finding ---------------------------------------------------------------------------------------------------
 
