@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from kneurons.families import grid_regions
-from kneurons.figures import HeatmapPanel, layer_shares, plot_heatmaps, plot_layer_distribution
+from kneurons.figures import Bar, HeatmapPanel, layer_shares, plot_heatmaps, plot_layer_distribution, plot_restoration
 from kneurons.io import read_tsv_rows
 from kneurons.models import load_model
 from kneurons.reporting import example_level
@@ -124,3 +124,13 @@ def test_report_captions_render_without_docutils_messages(caption):
         caption.read_text(), writer="html", settings_overrides={"halt_level": 5, "warning_stream": False}
     ).decode()
     assert "System Message" not in html
+
+
+def test_the_restoration_figure_draws_empty_and_undefined_scores(tmp_path):
+    """No patched set (no bar) and scores without a value (NaN, e.g. no log p) still give a figure, labelled."""
+    nan = float("nan")
+    bars = [Bar("ours", (nan, nan, nan), False, 3), Bar("ours_control", (0.0, 0.0, 0.0), True, 3)]
+    plot_restoration({"S_rest": bars, "gap_closed": []}, tmp_path / "restoration.png")
+    plot_restoration({"S_rest": [Bar("floor", (0.0, 0.0, 0.0), False, 0)]}, tmp_path / "zero.png")
+    for name in ("restoration.png", "zero.png"):
+        assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"

@@ -305,7 +305,9 @@ def plot_restoration(panels: Mapping[str, Sequence[Bar]], out: str | os.PathLike
                 patch.set_facecolor("white")
                 patch.set_edgecolor(patch.get_edgecolor())
         top = np.nan_to_num(np.maximum(y, y + err[1]))
-        span = max(float(np.nanmax(np.abs(np.concatenate([y + err[1], y - err[0]])))), 1e-6)
+        ends = np.concatenate([y + err[1], y - err[0]]) if len(bars) else np.zeros(0)
+        ends = np.abs(ends[np.isfinite(ends)])
+        span = max(float(ends.max()) if ends.size else 1.0, 1e-6)  # no finite value (or no bar): a unit scale
         for xi, b, yi, ti in zip(x, bars, y, top, strict=True):
             if not np.isfinite(yi):
                 text = "n/a"
