@@ -14,6 +14,7 @@ from kneurons.neurons import (
     random_neurons,
     resolve_threshold,
     schwettmann_scores,
+    shared_units,
     top_neurons,
 )
 
@@ -139,3 +140,31 @@ def test_the_stage1_control_draws_n_k_units_from_the_candidates_only():
     assert len(draws) > 1  # seeded by the image: not one fixed draw
     with pytest.raises(ValueError, match="candidates from the activation dump"):
         stage1_set(ours | {"candidates": 11}, v_max)
+
+
+def test_shared_units_keep_what_enough_samples_share():
+    sets = [
+        [(0, 1, 0.9), (0, 2, 0.5), (1, 7, 0.1)],
+        [(0, 1, 0.3), (1, 7, 0.2), (1, 7, 0.2)],
+        [(0, 1, 0.1), (2, 4, 0.0)],
+    ]
+    assert shared_units(sets, 1.0) == [(0, 1, 1.0)]  # the intersection
+    assert shared_units(sets, 2 / 3) == [(0, 1, 1.0), (1, 7, 2 / 3)]  # a duplicate within a set counts once
+    assert shared_units(sets, 0.3) == [(0, 1, 1.0), (1, 7, 2 / 3), (0, 2, 1 / 3), (2, 4, 1 / 3)]
+    assert shared_units(sets, 0.3, budget=2) == [(0, 1, 1.0), (1, 7, 2 / 3)]
+    assert shared_units([], 0.5) == []
+    with pytest.raises(ValueError, match="share must be in"):
+        shared_units(sets, 0.0)
+
+
+def test_a_control_drawn_outside_the_knowledges_units_matches_its_layers():
+    exclude = np.zeros((3, 10), bool)
+    exclude[0, :7] = exclude[2, 1] = True
+    draws = [random_neurons([3, 2, 4], 10, seed, exclude=exclude) for seed in range(20)]
+    for mask in draws:
+        assert mask.sum(axis=1).tolist() == [3, 2, 4] and not (mask & exclude).any()
+    assert len({m.tobytes() for m in draws}) > 1  # seeded draws differ
+    assert np.array_equal(random_neurons([3, 2, 4], 10, 5, exclude=exclude), draws[5])  # and repeat
+    assert np.array_equal(random_neurons([3, 2, 4], 10, 5), random_neurons([3, 2, 4], 10, 5, exclude=None))
+    with pytest.raises(ValueError, match="layer 0: 4 units asked, 3 not excluded"):
+        random_neurons([4, 0, 0], 10, 0, exclude=exclude)

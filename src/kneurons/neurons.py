@@ -7,6 +7,7 @@ V = O'_original − O'_inpainted; g = O'_original ⊙ ∂y_c/∂O'_original (Gra
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -74,16 +75,34 @@ def top_neurons(scores: np.ndarray, k: int, exclude_layers: tuple[int, ...] = ()
     return mask.reshape(scores.shape)
 
 
-def random_neurons(layer_counts: Sequence[int], d_ff: int, seed: int) -> np.ndarray:
-    """(L, d_ff) bool mask with ``layer_counts[l]`` units drawn uniformly without replacement in each layer l.
+def random_neurons(layer_counts: Sequence[int], d_ff: int, seed: int, exclude: np.ndarray | None = None) -> np.ndarray:
+    """(L, d_ff) bool mask with ``layer_counts[l]`` units drawn uniformly without replacement in each layer l, never
+    a unit that ``exclude`` (L, d_ff) bool marks (None: any unit; the same draws as before exclusion existed).
 
     The control set: same size and layer distribution as the set it shadows, units chosen by chance.
     """
     rng = np.random.default_rng(seed)
     mask = np.zeros((len(layer_counts), d_ff), bool)
     for layer, n in enumerate(layer_counts):
-        mask[layer, rng.choice(d_ff, size=n, replace=False)] = True
+        pool = d_ff if exclude is None else np.flatnonzero(~exclude[layer])
+        if exclude is not None and n > len(pool):
+            raise ValueError(f"layer {layer}: {n} units asked, {len(pool)} not excluded")
+        mask[layer, rng.choice(pool, size=n, replace=False)] = True
     return mask
+
+
+def shared_units(
+    sets: Sequence[Sequence[Sequence]], share: float, budget: int | None = None
+) -> list[tuple[int, int, float]]:
+    """A knowledge's units from its per-sample sets (each a list of (layer, unit, ...)): those at least ``share`` of
+    the sets hold (Dai et al.'s rule across a fact's prompts), as (layer, unit, fraction of sets), most shared first
+    (then by layer and unit), at most ``budget`` of them (None: all)."""
+    if not 0 < share <= 1:
+        raise ValueError(f"share must be in (0, 1], got {share}")
+    counts = Counter((int(n[0]), int(n[1])) for s in sets for n in {(int(m[0]), int(m[1])) for m in s})
+    chosen = [(layer, unit, c / len(sets)) for (layer, unit), c in counts.items() if c >= share * len(sets) - 1e-9]
+    chosen.sort(key=lambda t: (-t[2], t[0], t[1]))
+    return chosen if budget is None else chosen[:budget]
 
 
 @dataclass(frozen=True)
