@@ -15,18 +15,20 @@ import sys
 
 _SPEC = os.environ.get("KNEURONS_STOP_AT", "")
 if _SPEC and sys.argv and sys.argv[0].endswith(f".{_SPEC.split('|')[0]}.py"):
+    import contextlib
     import time
 
     _marker = _SPEC.split("|", 1)[1]
 
     def _stop_before_replace(src, dst, *args, **kwargs):
-        try:
-            fd = os.open(_marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
-        except FileExistsError:  # another job stopped first: this one waits too
-            pass
-        else:
-            os.write(fd, os.fsencode(f"{src}\n{dst}\n"))
-            os.close(fd)
+        # the marker appears whole, or not at all (the test kills the run the moment it exists: a marker created
+        # empty and written after was once read empty), and only the first job's: a hard link of a written file
+        written = f"{_marker}.{os.getpid()}"
+        with open(written, "w") as f:
+            f.write(f"{src}\n{dst}\n")
+        with contextlib.suppress(FileExistsError):  # another job stopped first: this one waits too
+            os.link(written, _marker)
+        os.unlink(written)
         while True:
             time.sleep(60)
 
