@@ -155,5 +155,5 @@ def test_the_exported_model_loads_with_transformers_and_captions_as_the_edit(kn,
     proc = subprocess.run(bad, capture_output=True, text=True)
     assert proc.returncode == 2 and not (tmp_path / "bad").exists()
     assert proc.stderr.strip().splitlines()[-1] == (
-        f"kneurons.edit: {sets}: unit (0, 9999) is not in this model: layers 0-1, units 0-{kn.loaded.d_ff - 1}"
+        f"kneurons.edit: {sets}: neuron (0, 9999) is not in this model: layers 0-1, units 0-{kn.loaded.d_ff - 1}"
     )

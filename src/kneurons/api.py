@@ -35,7 +35,7 @@ from kneurons.generation import emitted_captions, generate_captions
 from kneurons.inpaint import dilated, inpaint_mask, remove_objects
 from kneurons.models import LoadedModel, load_model
 from kneurons.neuronsets import sample_sets
-from kneurons.perturb import layer_units, noise_vector, patch_units, perturb_units
+from kneurons.perturb import checked_neurons, layer_units, noise_vector, patch_units, perturb_units
 from kneurons.reporting import strongest
 from kneurons.samples import Candidate, box_problem, constraint_failure
 from kneurons.vocab import decode_neurons
@@ -269,26 +269,7 @@ class KnowledgeNeurons:
             self._active.remove(make)
 
     def _neurons(self, neurons: Sequence[Sequence], where: str) -> list[Neuron]:
-        """``neurons`` as (layer, unit) pairs of this model (a set's [layer, unit, score] rows too); KneuronsError
-        naming the first that is not one (negative indices do not wrap around)."""
-        n_layers, d_ff = self.loaded.n_layers, self.loaded.d_ff
-        out = []
-        for n in neurons:
-            try:
-                layer, unit = n[0], n[1]
-                ok = all(float(v) == int(v) for v in (layer, unit)) and not isinstance(n, str)
-            except (TypeError, ValueError, IndexError):
-                ok = False
-            if not ok:
-                raise KneuronsError(f"{where}: a neuron is a (layer, unit) pair of integers, got {n!r}")
-            layer, unit = int(layer), int(unit)
-            if not (0 <= layer < n_layers and 0 <= unit < d_ff):
-                raise KneuronsError(
-                    f"{where}: neuron ({layer}, {unit}) is not in this model: layers 0-{n_layers - 1}, "
-                    f"units 0-{d_ff - 1}"
-                )
-            out.append((layer, unit))
-        return out
+        return checked_neurons(self.loaded, neurons, where)
 
     def _units(self, neurons: Sequence[Sequence], where: str) -> list[np.ndarray]:
         return layer_units(self._neurons(neurons, where), self.loaded.n_layers)

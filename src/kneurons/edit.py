@@ -33,6 +33,7 @@ import torch
 
 from kneurons.errors import DataError, KneuronsError
 from kneurons.models import LoadedModel, load_model
+from kneurons.perturb import checked_neurons
 from kneurons.vocab import down_projections
 
 OPS = ("erase", "amplify", "rewrite")
@@ -90,15 +91,9 @@ def edited_columns(columns: torch.Tensor, edit: Edit, direction: torch.Tensor | 
 
 def checked_units(loaded: LoadedModel, units: Sequence[Sequence], where: str) -> dict[int, list[int]]:
     """``units`` ((layer, unit) pairs, or a set's [layer, unit, score] rows) grouped by layer, distinct and in
-    order; KneuronsError naming ``where`` and the first unit outside the model."""
+    order; KneuronsError naming ``where`` and the first unit outside the model (kneurons.perturb.checked_neurons)."""
     by_layer: dict[int, list[int]] = {}
-    for n in units:
-        layer, unit = int(n[0]), int(n[1])
-        if not (0 <= layer < loaded.n_layers and 0 <= unit < loaded.d_ff):
-            raise KneuronsError(
-                f"{where}: unit ({layer}, {unit}) is not in this model: layers 0-{loaded.n_layers - 1}, "
-                f"units 0-{loaded.d_ff - 1}"
-            )
+    for layer, unit in checked_neurons(loaded, units, where):
         if unit not in by_layer.setdefault(layer, []):
             by_layer[layer].append(unit)
     return by_layer

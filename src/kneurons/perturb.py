@@ -15,7 +15,7 @@ from contextlib import AbstractContextManager, contextmanager
 import numpy as np
 import torch
 
-from kneurons.errors import ModelError
+from kneurons.errors import KneuronsError, ModelError
 from kneurons.generation import (
     Continuation,
     Scored,
@@ -33,6 +33,28 @@ def noise_vector(level: float, seed: int, n_positions: int) -> np.ndarray:
     """v = level · z, z ~ N(0, I_P) from ``numpy.random.default_rng(seed)``: (P,) float32 (a shorter P gives a
     prefix of a longer one's z)."""
     return (level * np.random.default_rng(seed).standard_normal(n_positions)).astype(np.float32)
+
+
+def checked_neurons(loaded: LoadedModel, neurons: Sequence[Sequence], where: str) -> list[tuple[int, int]]:
+    """``neurons`` as (layer, unit) pairs of this model (a set's [layer, unit, score] rows too); KneuronsError
+    naming ``where`` and the first that is not one (negative indices do not wrap around)."""
+    n_layers, d_ff = loaded.n_layers, loaded.d_ff
+    out = []
+    for n in neurons:
+        try:
+            layer, unit = n[0], n[1]
+            ok = all(float(v) == int(v) for v in (layer, unit)) and not isinstance(n, str)
+        except (TypeError, ValueError, IndexError):
+            ok = False
+        if not ok:
+            raise KneuronsError(f"{where}: a neuron is a (layer, unit) pair of integers, got {n!r}")
+        layer, unit = int(layer), int(unit)
+        if not (0 <= layer < n_layers and 0 <= unit < d_ff):
+            raise KneuronsError(
+                f"{where}: neuron ({layer}, {unit}) is not in this model: layers 0-{n_layers - 1}, units 0-{d_ff - 1}"
+            )
+        out.append((layer, unit))
+    return out
 
 
 def layer_units(neurons: Sequence[Sequence], n_layers: int) -> list[np.ndarray]:
