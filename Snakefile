@@ -42,6 +42,7 @@ include: "rules/samples.smk"
 include: "rules/neurons.smk"
 include: "rules/perturb.smk"
 include: "rules/figures.smk"
+include: "rules/editing.smk"
 
 
 rule all:

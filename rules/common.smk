@@ -11,7 +11,8 @@ from kneurons.preflight import (
     model_family_problem,
 )
 from kneurons.names import BASELINES, BOUNDS_FILE, SHADOWED, SET_KINDS
-from kneurons.protocol import Protocol
+from kneurons.editsets import rewrite_target as first_other_target
+from kneurons.protocol import Editing, Protocol
 from kneurons.reporting import example_level
 from kneurons.samples import read_knowledge, read_tsv, unslug
 from kneurons.synth.record import shipped_model_problem, trained_here
@@ -49,6 +50,8 @@ EVALUATE = (TRAIN or trained_here(MODEL)) and os.path.normpath(
 ) == synth_split_files("val")["annotations"]
 # The perturbation settings of rules reference_captions and perturb, built once from the config.
 PROTOCOL = Protocol.from_config(config).settings()
+# The editing settings of rules edit_split, edit_sets and edit_eval.
+EDITING = Editing.from_config(config).settings()
 # Rule perturb's restoration outputs, when the protocol restores: each set kind's and the bounds', per target.
 RESTORE_FILES = expand(
     "results/perturb/restore/{kind}/{{k}}.jsonl", kind=(*SET_KINDS, BOUNDS_FILE)
@@ -191,6 +194,19 @@ def all_dumps(wildcards):
     )
 
 
+def rewrite_target(k):
+    """k' of target k's rewrite: editing.rewrite_to's entry, else the first target of another supercategory."""
+    targets = read_knowledge(checkpoints.knowledge.get().output[0])
+    return first_other_target(
+        knowledge_name(k), targets, config["editing"]["rewrite_to"]
+    )
+
+
+def all_edit_evals(wildcards):
+    """The edited captions of every target with samples."""
+    return expand("results/edits/eval/{k}.jsonl", k=targets_with_samples())
+
+
 def all_heatmaps(wildcards):
     return expand("results/figures/heatmaps/{k}.png", k=targets_with_samples())
 
@@ -207,6 +223,7 @@ def final_outputs():
         "results/tables/decoded_neurons.md",
         "results/figures/layer_distribution.png",
         "results/figures/dose_response.png",
+        "results/tables/editing.md",
     ]
     if PROTOCOL["restoration"]:
         outputs.append("results/tables/restoration.csv")

@@ -152,6 +152,25 @@ def test_batched_perturbed_captions_equal_one_by_one_on_mixed_sizes(family, imag
     assert clean_logp == pytest.approx(plain_logp(loaded, images[0], PROMPTS[name], CAPTIONS[0], "dog"), abs=1e-4)
 
 
+@pytest.mark.parametrize(("op", "strength"), [("erase", 0.0), ("amplify", 3.0), ("rewrite", 2.0)])
+def test_edited_models_caption_batched_as_one_by_one_on_mixed_sizes(family, images, op, strength):
+    """A weight edit (kneurons.edit) acts on every row alike: batched == one-by-one captions and log p on images of
+    mixed sizes, and the edit changes what the model says (not vacuous)."""
+    from kneurons.edit import Edit, edited
+
+    name, loaded = family
+    units = [[0, u] for u in range(0, loaded.d_ff, 3)] + [[1, u] for u in range(1, loaded.d_ff, 3)]
+    edit = Edit(op, strength, "dog", "cat") if op == "rewrite" else Edit(op, strength)
+    scored = continuations(loaded, images, PROMPTS[name], CAPTIONS, ["dog"] * len(images), {})
+    clean = scored_captions(loaded, images, PROMPTS[name], scored, max_new_tokens=6, batch_size=len(images))
+    with edited(loaded, units, edit):
+        batched = scored_captions(loaded, images, PROMPTS[name], scored, max_new_tokens=6, batch_size=len(images))
+        single = scored_captions(loaded, images, PROMPTS[name], scored, max_new_tokens=6, batch_size=1)
+    assert [c for c, _ in batched] == [c for c, _ in single]
+    np.testing.assert_allclose([lp for _, lp in batched], [lp for _, lp in single], rtol=1e-4, atol=1e-4)
+    assert [lp for _, lp in batched] != pytest.approx([lp for _, lp in clean], abs=1e-3)
+
+
 def test_restoration_rows_batched_equal_one_by_one(family, images):
     """Restoration of an image with another of the same size as its 'original': rows patching different sets
     (and every unit, and none) batched == one by one, captions and log p; patching every unit makes the captured

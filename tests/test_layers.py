@@ -20,6 +20,7 @@ LAYERS = {
         "kneurons.textmetrics",
         "kneurons.figures",
         "kneurons.reporting",
+        "kneurons.editscores",
     ],
     "method": [
         "kneurons.neuronsets",
@@ -32,6 +33,7 @@ LAYERS = {
         "kneurons.restore",
         "kneurons.vocab",
         "kneurons.edit",
+        "kneurons.editsets",
         "kneurons.synth.captioner",
         "kneurons.synth.evaluate",
     ],

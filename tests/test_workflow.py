@@ -176,6 +176,59 @@ def test_pairwise_compares_the_methods_at_every_level(run_dir):
     assert "ours − schwettmann" in statement and ("more specific" in statement or "not separable" in statement)
 
 
+def test_editing_judges_every_method_on_images_it_was_never_found_on(run_dir, samples):
+    split = read_tsv_rows(run_dir / "results/edits/heldout.tsv")
+    in_d = {(r["knowledge"], r["image_id"]) for r in samples if r["status"] == "selected"}
+    d_images = {i for _, i in in_d}
+    assert {(r["knowledge"], r["image_id"]) for r in split if r["role"] == "discovery"} == in_d
+    judged = [r for r in split if r["role"] in ("heldout", "locality")]
+    assert judged and not any(r["image_id"] in d_images for r in judged)  # no image of D is ever judged
+    assert all(r["reason"] for r in split)
+    for r in judged:  # each image is where its reason says
+        has_k = r["knowledge"] in r["objects"].split(",")
+        assert has_k == (r["role"] == "heldout"), r
+    targets = {r["knowledge"] for r in split}
+    for kind in SET_KINDS:
+        for k in targets:
+            nset = json.loads((run_dir / f"results/edits/sets/{kind}/{k.replace(' ', '_')}.json").read_text())
+            if kind.endswith("_control"):
+                shadowed = json.loads(
+                    (run_dir / f"results/edits/sets/{nset['control_of']}/{k.replace(' ', '_')}.json").read_text()
+                )
+                assert len(nset["draws"]) == 2 and all(len(d) == shadowed["size"] for d in nset["draws"])
+                drawn = {tuple(u[:2]) for d in nset["draws"] for u in d}
+                assert not drawn & {tuple(u[:2]) for u in shadowed["neurons"]}
+            else:
+                assert nset["share"] == 0.5 and sorted(nset["samples"]) == sorted(int(i) for kk, i in in_d if kk == k)
+    rows = read_tsv_rows(run_dir / "results/tables/editing.csv", delimiter=",")
+    edits = {("erase", "0.0"), ("ablate_hook", "0.0"), ("amplify", "3.0"), ("rewrite", "1.0")}
+    overall = {(r["method"], r["op"], r["strength"]): r for r in rows if r["knowledge"] == "all"}
+    assert {(o, s) for _, o, s in overall} == edits
+    for method in (*SET_KINDS, "none"):
+        for op, strength in edits:
+            r = overall[(method, op, strength)]
+            assert 0.0 <= float(r["locality"]) <= 1.0, r
+    for method in SHADOWED:
+        r = overall[(method, "erase", "0.0")]
+        if float(r["units"]) > 0:
+            assert float(r["defficacy_lo"]) <= float(r["defficacy"]) <= float(r["defficacy_hi"])
+    pairs = read_tsv_rows(run_dir / "results/tables/editing_pairwise.csv", delimiter=",")
+    assert {r["verdict"] for r in pairs} <= {
+        f"{m} {w}" for m in SHADOWED for w in ("more specific", "amplifies k more", "rewrites more")
+    } | {"not separable"}
+    assert "### erase" in (run_dir / "results/tables/editing.md").read_text()
+    assert (run_dir / "results/figures/editing.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_change_of_p_reruns_only_the_editing_rules(run_dir, tmp_path):
+    override = tmp_path / "share.yaml"
+    override.write_text("editing:\n  share: 1.0\n")
+    proc = snakemake(run_dir, "-n", "--cores", "1", configs=(TEST_CONFIG, override))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    targets = len({r["knowledge"] for r in read_tsv_rows(run_dir / "results/edits/heldout.tsv")})
+    assert job_counts(proc.stdout + proc.stderr) == {"edit_sets": targets, "edit_eval": targets, "editing": 1, "all": 1}
+
+
 def test_table3_scores_every_method(run_dir):
     rows = read_tsv_rows(run_dir / "results/tables/table3.csv", delimiter=",")
     assert {r["method"] for r in rows if r["knowledge"] == "all"} == {*SET_KINDS, "none"}
@@ -282,6 +335,9 @@ def test_threshold_change_reruns_only_that_target(run_dir, samples, tmp_path):
         "restoration": 1,
         "pairwise": 1,
         "dose_response": 1,
+        "edit_sets": 1,
+        "edit_eval": 1,
+        "editing": 1,
         "all": 1,
     }
     assert f"k={name.replace(' ', '_')}" in proc.stdout + proc.stderr

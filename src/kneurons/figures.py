@@ -286,6 +286,47 @@ class Bar:
     n: int = 0  # the samples behind the score
 
 
+def _bar_panel(ax: Axes, score: str, bars: Sequence[Bar], share: bool) -> None:
+    """One panel of bars with 95 % intervals: a method's colour pairs it with its control (hatched); bounds and the
+    unedited model in grey. Every bar is labelled with its value; with ``share`` a value of exactly 0 reads "0 of
+    n" (n: the bar's samples), so a bar of height 0 still reads."""
+    x = np.arange(len(bars))
+    y = np.array([b.value[0] for b in bars], np.float64)
+    err = np.abs(np.array([[b.value[1] for b in bars], [b.value[2] for b in bars]], np.float64) - y)
+    colors, pair = [], -1
+    for b in bars:
+        grey = b.label in GREY_BARS
+        pair += not (b.control or grey)
+        colors.append("0.5" if grey else f"C{pair}")
+    drawn = ax.bar(x, np.nan_to_num(y), yerr=np.nan_to_num(err), color=colors, capsize=3, edgecolor="black",
+                   linewidth=0.5)  # fmt: skip
+    for patch, b in zip(drawn.patches, bars, strict=True):
+        if b.control:
+            patch.set_hatch("////")
+            patch.set_facecolor("white")
+            patch.set_edgecolor(patch.get_edgecolor())
+    top = np.nan_to_num(np.maximum(y, y + err[1]))
+    ends = np.concatenate([y + err[1], y - err[0]]) if len(bars) else np.zeros(0)
+    ends = np.abs(ends[np.isfinite(ends)])
+    span = max(float(ends.max()) if ends.size else 1.0, 1e-6)  # no finite value (or no bar): a unit scale
+    for xi, b, yi, ti in zip(x, bars, y, top, strict=True):
+        if not np.isfinite(yi):
+            text = "n/a"
+        elif share and yi == 0 and b.n:
+            text = f"0 of {b.n}"  # a share of exactly 0: none of the n samples
+        else:
+            text = f"{yi:.3f}" if share else f"{yi:+.3f}"
+        ax.text(xi, max(ti, 0) + 0.02 * span, text, ha="center", va="bottom", fontsize=6.5, rotation=90)
+    ax.set_xticks(x, [b.label for b in bars], rotation=40, ha="right", fontsize=7)
+    ax.set_ylabel(score)
+    ax.set_ylim(top=ax.get_ylim()[1] + 0.25 * span)
+    ax.axhline(0, color="black", lw=0.6)
+    ax.grid(axis="y", alpha=0.3)
+
+
+GREY_BARS = ("ceiling", "floor", "none")
+
+
 def plot_restoration(panels: Mapping[str, Sequence[Bar]], out: str | os.PathLike) -> None:
     """The restoration figure: one panel per score (``panels[score]``), a bar per set kind (each method beside its
     random control, hatched), then the ceiling and the floor, with 95 % intervals. Every bar is labelled with its
@@ -293,34 +334,7 @@ def plot_restoration(panels: Mapping[str, Sequence[Bar]], out: str | os.PathLike
     fig = Figure(figsize=(6.0 * len(panels), 4.6), layout="constrained")
     axes = fig.subplots(1, len(panels), squeeze=False)
     for ax, (score, bars) in zip(axes[0], panels.items(), strict=True):
-        x = np.arange(len(bars))
-        y = np.array([b.value[0] for b in bars], np.float64)
-        err = np.abs(np.array([[b.value[1] for b in bars], [b.value[2] for b in bars]], np.float64) - y)
-        colors = [f"C{i // 2}" if b.label not in ("ceiling", "floor") else "0.5" for i, b in enumerate(bars)]
-        drawn = ax.bar(x, np.nan_to_num(y), yerr=np.nan_to_num(err), color=colors, capsize=3, edgecolor="black",
-                       linewidth=0.5)  # fmt: skip
-        for patch, b in zip(drawn.patches, bars, strict=True):
-            if b.control:
-                patch.set_hatch("////")
-                patch.set_facecolor("white")
-                patch.set_edgecolor(patch.get_edgecolor())
-        top = np.nan_to_num(np.maximum(y, y + err[1]))
-        ends = np.concatenate([y + err[1], y - err[0]]) if len(bars) else np.zeros(0)
-        ends = np.abs(ends[np.isfinite(ends)])
-        span = max(float(ends.max()) if ends.size else 1.0, 1e-6)  # no finite value (or no bar): a unit scale
-        for xi, b, yi, ti in zip(x, bars, y, top, strict=True):
-            if not np.isfinite(yi):
-                text = "n/a"
-            elif score.startswith("S_") and yi == 0 and b.n:
-                text = f"0 of {b.n}"  # a share of exactly 0: none of the n samples
-            else:
-                text = f"{yi:.3f}" if score.startswith("S_") else f"{yi:+.3f}"
-            ax.text(xi, max(ti, 0) + 0.02 * span, text, ha="center", va="bottom", fontsize=6.5, rotation=90)
-        ax.set_xticks(x, [b.label for b in bars], rotation=40, ha="right", fontsize=7)
-        ax.set_ylabel(score)
-        ax.set_ylim(top=ax.get_ylim()[1] + 0.25 * span)
-        ax.axhline(0, color="black", lw=0.6)
-        ax.grid(axis="y", alpha=0.3)
+        _bar_panel(ax, score, bars, score.startswith("S_"))
     handles = [
         Patch(facecolor="C0", edgecolor="black", label="a method's sets (colour: method)"),
         Patch(facecolor="white", edgecolor="black", hatch="////", label="its random control"),
@@ -328,4 +342,31 @@ def plot_restoration(panels: Mapping[str, Sequence[Bar]], out: str | os.PathLike
     ]
     fig.legend(handles=handles, loc="outside lower center", ncol=3, fontsize=7, frameon=False)
     fig.suptitle("Restoration: inpainted images with each set patched to the original's values", fontsize=9)
+    _save(fig, out)
+
+
+def plot_editing(panels: Mapping[str, Sequence[Bar]], out: str | os.PathLike) -> None:
+    """The editing figure: one panel per (edit, score) (``panels["erase, α = 0: efficacy"]``), two per row (the edit's
+    headline score, then locality), a bar per set kind (each method beside its random controls, hatched) and the
+    unedited model (grey), with 95 % intervals."""
+    if not panels:
+        empty_figure("No knowledge-level set was edited.", out)
+        return
+    rows = (len(panels) + 1) // 2
+    fig = Figure(figsize=(11.0, 3.6 * rows + 0.6), layout="constrained")
+    axes = fig.subplots(rows, 2, squeeze=False)
+    for ax, (title, bars) in zip(axes.flat, panels.items(), strict=False):
+        edit, score = title.split(": ")
+        _bar_panel(ax, score, bars, True)
+        ax.set_title(edit, fontsize=8)
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.set_visible(False)
+    handles = [
+        Patch(facecolor="C0", edgecolor="black", label="a method's knowledge-level set (colour: method)"),
+        Patch(facecolor="white", edgecolor="black", hatch="////", label="its random controls (mean over draws)"),
+        Patch(facecolor="0.5", edgecolor="black", label="none: the unedited model"),
+    ]
+    fig.legend(handles=handles, loc="outside lower center", ncol=3, fontsize=7, frameon=False)
+    fig.suptitle("Editing in the weights, judged on held-out images (efficacy, rewrite, hallucination) and on images "
+                 "without k (locality)", fontsize=9)  # fmt: skip
     _save(fig, out)

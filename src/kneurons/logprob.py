@@ -59,3 +59,28 @@ def continuations(
             image_inputs(loaded, images, prompt), images, captions, names, emitted, strict=True
         )
     ]
+
+
+@torch.inference_mode()
+def text_logprobs(loaded: LoadedModel, texts: Sequence[Sequence[int]], batch_size: int = 64) -> list[float]:
+    """The mean teacher-forced log p of each text's tokens with no image in the input: ``texts`` are token ids (a
+    caption as the model emitted it), each read after the tokenizer's BOS token where it has one (else from its
+    second token on). One float per text; what a text-only model would say of the words, edited or not."""
+    bos = loaded.processor.tokenizer.bos_token_id
+    rows = [([bos] if bos is not None else []) + [int(t) for t in ids] for ids in texts]
+    if any(len(r) < 2 for r in rows):
+        raise ModelError(f"{loaded.path}: a text of fewer than two tokens (with BOS) has nothing to score")
+    out: list[float] = []
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start : start + batch_size]
+        width = max(map(len, chunk))
+        ids = torch.zeros((len(chunk), width), dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for b, r in enumerate(chunk):
+            ids[b, : len(r)] = torch.tensor(r)
+            mask[b, : len(r)] = 1
+        logits = loaded.model(input_ids=ids.to(loaded.device), attention_mask=mask.to(loaded.device)).logits.float()
+        logp = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, ids[:, 1:, None].to(logits.device))[..., 0]
+        valid = mask[:, 1:].to(logp.device).bool()
+        out += ((logp * valid).sum(1) / valid.sum(1)).tolist()
+    return out

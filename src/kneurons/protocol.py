@@ -97,3 +97,42 @@ class Captioning:
     def generation(self) -> dict:
         """The greedy generation's keyword arguments (kneurons.generation)."""
         return {"max_new_tokens": self.max_new_tokens, "batch_size": self.batch_size}
+
+
+@dataclass(frozen=True)
+class Editing:
+    """How knowledge-level sets are built and edited: units shared by at least ``share`` of a knowledge's
+    per-sample sets, at most ``budget`` (None: no cap), beside ``control_draws`` random controls; judged on up to
+    ``heldout`` images of k and ``locality`` images without k per target, drawn with ``seed``; erased at the
+    strengths ``erase`` (α), amplified at ``amplify`` (β), rewritten towards another word at ``rewrite`` (λ)."""
+
+    share: float = 0.5
+    budget: int | None = None
+    control_draws: int = 2
+    heldout: int = 8
+    locality: int = 8
+    seed: int = 0
+    erase: tuple[float, ...] = (0.0,)
+    amplify: tuple[float, ...] = ()
+    rewrite: tuple[float, ...] = ()
+
+    @classmethod
+    def from_config(cls, config: Mapping) -> Editing:
+        """The settings of a (schema-validated) config's ``editing`` section (rewrite_to stays in the config)."""
+        e = dict(config["editing"])
+        e.pop("rewrite_to", None)
+        return cls.from_settings(e)
+
+    @classmethod
+    def from_settings(cls, settings: Mapping) -> Editing:
+        """The settings back from ``settings()`` (a job's params)."""
+        ops = {op: tuple(float(v) for v in settings.get(op, ())) for op in ("erase", "amplify", "rewrite")}
+        return cls(**{**settings, **ops})
+
+    def settings(self) -> dict:
+        """As plain values (a rule's params: a change reruns what it governs)."""
+        return asdict(self) | {op: list(getattr(self, op)) for op in ("erase", "amplify", "rewrite")}
+
+    def edits(self) -> list[tuple[str, float]]:
+        """Every (operation, strength) to apply, in order: erase, amplify, rewrite."""
+        return [(op, s) for op in ("erase", "amplify", "rewrite") for s in getattr(self, op)]
