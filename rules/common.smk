@@ -10,7 +10,15 @@ from kneurons.preflight import (
     missing_paths,
     model_family_problem,
 )
-from kneurons.names import BASELINES, BOUNDS_FILE, SHADOWED, SET_KINDS
+from kneurons.names import (
+    BASELINES,
+    BOUNDS_FILE,
+    EDIT_KINDS,
+    EDIT_METHODS,
+    IG_DAI,
+    SHADOWED,
+    SET_KINDS,
+)
 from kneurons.editsets import rewrite_target as first_other_target
 from kneurons.protocol import Editing, Protocol
 from kneurons.reporting import example_level
@@ -157,9 +165,12 @@ def all_selected_tables(wildcards):
 
 
 def all_neuron_sets(wildcards):
-    """Every neuron set directory: each method's and each method's random control's, per target with samples."""
+    """Every neuron set directory: each method's and each method's random control's, and Dai et al.'s own
+    selection, per target with samples."""
     return expand(
-        "results/neurons/{kind}/{k}", kind=SET_KINDS, k=targets_with_samples()
+        "results/neurons/{kind}/{k}",
+        kind=(*SET_KINDS, IG_DAI),
+        k=targets_with_samples(),
     )
 
 

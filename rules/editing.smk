@@ -24,10 +24,10 @@ rule edit_split:
 
 rule edit_sets:
     input:
-        sets=expand("results/neurons/{method}/{{k}}", method=SHADOWED),
+        sets=expand("results/neurons/{method}/{{k}}", method=EDIT_METHODS),
         gradcam="results/gradcam/{k}",
     output:
-        expand("results/edits/sets/{kind}/{{k}}.json", kind=SET_KINDS),
+        expand("results/edits/sets/{kind}/{{k}}.json", kind=EDIT_KINDS),
     log:
         "results/logs/edit_sets/{k}.log",
     conda:
@@ -44,7 +44,7 @@ rule edit_eval:
         **DATA,
         model=MODEL,
         split="results/edits/heldout.tsv",
-        sets=expand("results/edits/sets/{kind}/{{k}}.json", kind=SET_KINDS),
+        sets=expand("results/edits/sets/{kind}/{{k}}.json", kind=EDIT_KINDS),
     output:
         "results/edits/eval/{k}.jsonl",
     log:

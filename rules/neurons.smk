@@ -63,6 +63,23 @@ rule neurons_baseline:
         "../workflow/scripts/neurons_baseline.py"
 
 
+rule neurons_ig_dai:
+    input:
+        ours="results/neurons/ours/{k}",
+        gradcam="results/gradcam/{k}",
+    output:
+        directory("results/neurons/ig_dai/{k}"),
+    log:
+        "results/logs/neurons/ig_dai/{k}.log",
+    conda:
+        "../envs/kneurons.yaml"
+    params:
+        share=config["neurons"]["ig_share"],
+        exclude_last_layer=config["neurons"]["exclude_last_layer"],
+    script:
+        "../workflow/scripts/neurons_ig_dai.py"
+
+
 rule neurons_stage1:
     input:
         ours="results/neurons/ours/{k}",

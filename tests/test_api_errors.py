@@ -95,7 +95,7 @@ def test_a_word_not_in_the_caption_is_a_kneurons_error(kn, image, monkeypatch):
 
 def finding(sets: dict) -> Finding:
     none = dict.fromkeys(["image", "inpainted", "layout", "original", "inpainted_activations", "candidates"])
-    arrays = dict.fromkeys(["v_max", "g_max", "g_mean", "o_mean", "unit_logit"])
+    arrays = dict.fromkeys(["v_max", "g_max", "g_mean", "o_mean", "unit_logit", "ig"])
     return Finding("bear", 1, caption="a bear", caption_ids=None, inpainted_caption="grass", token="bear", sets=sets,
                    **none, **arrays)  # fmt: skip
 

@@ -17,6 +17,7 @@ GPU_RULES = {
     "reference_captions",
     "perturb",
     "decoded_neurons",
+    "edit_eval",
 }
 TARGETS = ("bear", "pizza")
 

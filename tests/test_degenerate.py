@@ -34,7 +34,7 @@ def test_thresholds_that_select_nothing_give_a_recorded_empty_set(tmp_path):
     orig = np.ones((2, 4, 8), np.float32)
     attrs = {"knowledge": "bear", "image_id": 1}
     write_dump(acts / "1.h5", activation_record(orig, orig * 0.5, "full", 0.1), attrs)
-    write_dump(cams / "1.h5", gradcam_record(orig, np.ones((2, 8), np.float32), "full"), attrs)
+    write_dump(cams / "1.h5", gradcam_record(orig, np.ones((2, 8), np.float32), "full", orig), attrs)
     neurons_ours(
         {"activations": str(acts), "gradcam": str(cams)}, {"activation": 100.0, "gradcam": "q0.5"}, False, str(out)
     )

@@ -15,13 +15,15 @@ from kneurons.comparisons import PAIRWISE_COLUMNS, verdict
 from kneurons.errors import DataError
 from kneurons.figures import mean_map
 from kneurons.generation import generate_captions
+from kneurons.h5io import read_dump
 from kneurons.io import write_tsv_rows
 from kneurons.metrics import aggregate, table2
 from kneurons.models import load_model
+from kneurons.names import BASELINES
 from kneurons.protocol import Captioning, Protocol
 from kneurons.reporting import specificity_statement
 from kneurons.rules.figures import dose_response
-from kneurons.rules.neurons import neurons_baseline, neurons_control, neurons_ours
+from kneurons.rules.neurons import neurons_baseline, neurons_control, neurons_ig_dai, neurons_ours
 from kneurons.rules.perturb import noise_scale, reference_captions
 from kneurons.samples import Candidate, write_tsv
 from kneurons.tables import TABLE2_COLUMNS
@@ -32,21 +34,34 @@ from tests.test_storage import L, write_dumps
 
 @pytest.fixture
 def all_sets(tmp_path):
-    """ours, both baselines and the three controls on two samples, the last layer excluded."""
+    """ours, the three baselines and their controls on two samples, the last layer excluded."""
     acts, cams = write_dumps(tmp_path, "full")
-    dirs = {m: tmp_path / m for m in ("ours", "schwettmann", "pan")}
+    dirs = {m: tmp_path / m for m in ("ours", *BASELINES)}
     dumps = {"activations": str(acts), "gradcam": str(cams)}
     neurons_ours(dumps, {"activation": "q0.8", "gradcam": "q0.3"}, True, str(dirs["ours"]))
-    for m in ("schwettmann", "pan"):
+    for m in BASELINES:
         neurons_baseline(m, str(dirs["ours"]), dumps, True, str(dirs[m]))
-    for m in ("ours", "schwettmann", "pan"):
+    for m in ("ours", *BASELINES):
         dirs[f"{m}_control"] = tmp_path / f"{m}_control"
         neurons_control(m, str(dirs[m]), {"gradcam": str(cams)}, str(dirs[f"{m}_control"]))
     return {m: [json.loads(p.read_text()) for p in sorted(d.glob("*.json"))] for m, d in dirs.items()}
 
 
+def test_dai_selection_keeps_the_units_over_t_times_the_largest_ig(tmp_path):
+    acts, cams = write_dumps(tmp_path, "full")
+    dumps = {"activations": str(acts), "gradcam": str(cams)}
+    neurons_ours(dumps, {"activation": "q0.8", "gradcam": "q0.3"}, True, str(tmp_path / "ours"))
+    neurons_ig_dai(str(tmp_path / "ours"), dumps, 0.2, True, str(tmp_path / "ig_dai"))
+    for path in sorted((tmp_path / "ig_dai").glob("*.json")):
+        nset = json.loads(path.read_text())
+        ig = read_dump(cams / path.name.replace(".json", ".h5"), ["ig"])[0]["ig"][: L - 1]  # the last layer excluded
+        expected = {(int(a), int(b)) for a, b in zip(*np.nonzero(ig > 0.2 * ig.max()), strict=True)}
+        assert expected and {(n[0], n[1]) for n in nset["neurons"]} == expected
+        assert nset["size"] == len(expected) and nset["threshold"]["share_of_max"] == 0.2
+
+
 def test_controls_have_their_methods_layer_counts_and_nothing_uses_the_last_layer(all_sets):
-    for method in ("ours", "schwettmann", "pan"):
+    for method in ("ours", *BASELINES):
         for nset, control in zip(all_sets[method], all_sets[f"{method}_control"], strict=True):
             assert nset["size"] > 0 and control["control_of"] == method
             assert control["layer_counts"] == nset["layer_counts"]

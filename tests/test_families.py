@@ -18,7 +18,14 @@ from kneurons.figures import token_map
 from kneurons.generation import collate, generate_captions, image_inputs, scored_captions
 from kneurons.logprob import continuations
 from kneurons.models import LoadedModel, load_model
-from kneurons.perturb import layer_units, noise_vector, patch_units, perturbed_batch, perturbed_captions
+from kneurons.perturb import (
+    ablated_captions,
+    layer_units,
+    noise_vector,
+    patch_units,
+    perturbed_batch,
+    perturbed_captions,
+)
 from kneurons.protocol import Perturbation, Protocol
 from kneurons.restore import every_unit, no_unit, restored_captions
 
@@ -169,6 +176,25 @@ def test_edited_models_caption_batched_as_one_by_one_on_mixed_sizes(family, imag
     assert [c for c, _ in batched] == [c for c, _ in single]
     np.testing.assert_allclose([lp for _, lp in batched], [lp for _, lp in single], rtol=1e-4, atol=1e-4)
     assert [lp for _, lp in batched] != pytest.approx([lp for _, lp in clean], abs=1e-3)
+
+
+def test_sets_ablated_together_caption_as_each_set_ablated_alone_on_mixed_sizes(family, images):
+    """kneurons.perturb.ablated_captions (a set per row, every set's rows batched together) gives each set's
+    zero-ablation captions and log p of perturbed_captions, one set at a time."""
+    name, loaded = family
+    sets = [
+        layer_units([[0, 1], [0, 4], [1, 7]], loaded.n_layers),
+        layer_units([[0, u] for u in range(0, loaded.d_ff, 2)], loaded.n_layers),
+        layer_units([[1, 3]], loaded.n_layers),
+    ]
+    scored = continuations(loaded, images, PROMPTS[name], CAPTIONS, ["dog"] * len(images), {})
+    together = ablated_captions(loaded, images, PROMPTS[name], sets, 6, 64, scored)
+    rows = [(Perturbation("ablation"), i) for i in range(len(images))]
+    for units, got in zip(sets, together, strict=True):
+        alone = perturbed_captions(loaded, images, PROMPTS[name], units, rows, 1.0, 6, 64, scored)
+        assert [c for c, _ in got] == [c for c, _ in alone]
+        np.testing.assert_allclose([lp for _, lp in got], [lp for _, lp in alone], rtol=1e-4, atol=1e-4)
+    assert len({round(lp, 3) for s in together for _, lp in s}) > len(images)  # the sets differ: not vacuous
 
 
 def test_restoration_rows_batched_equal_one_by_one(family, images):
@@ -496,12 +522,12 @@ def test_every_later_rule_runs_on_the_family(family, images, tmp_path):
     (tmp_path / "instances.json").write_text(json.dumps(coco))
     write_tsv(tmp_path / "selected.tsv", rows)
     data = (loaded, str(tmp_path / "instances.json"), str(tmp_path / "images"), str(tmp_path / "selected.tsv"))
-    d = {kind: str(tmp_path / kind) for kind in ("acts", "cam", "ours", "schwettmann", "pan", "ours_control")}
+    d = {kind: str(tmp_path / kind) for kind in ("acts", "cam", "ours", "schwettmann", "pan", "ig", "ours_control")}
     captioning = Captioning(PROMPTS[name], max_new_tokens=4, batch_size=16)
     dump_dirs = {"activations": d["acts"], "gradcam": d["cam"]}
-    dumps(*data, captioning, {"mode": "full", "trace_share": 0.01}, dump_dirs)
+    dumps(*data, captioning, {"mode": "full", "trace_share": 0.01, "ig_steps": 4, "ig_rows": 5}, dump_dirs)
     neurons_ours(dump_dirs, {"activation": "q0.9", "gradcam": "q0.5"}, False, d["ours"])
-    for method in ("schwettmann", "pan"):
+    for method in ("schwettmann", "pan", "ig"):
         neurons_baseline(method, d["ours"], dump_dirs, False, d[method])
     neurons_control("ours", d["ours"], dump_dirs, d["ours_control"])
 
@@ -516,9 +542,10 @@ def test_every_later_rule_runs_on_the_family(family, images, tmp_path):
             assert covered.min() >= 0 and (covered[:, 2:].max(axis=0) <= image.shape[1::-1]).all()
         with h5py.File(tmp_path / f"cam/{i}.h5") as f:
             assert f["gradcam"].shape == (2, p, 48) and f.attrs["token"] == "bear"
+            assert f["ig"].shape == (2, 48) and np.isfinite(f["ig"][()]).all() and f["ig"][()].any()
         ours = json.loads((tmp_path / f"ours/{i}.json").read_text())
         assert 0 < ours["size"] <= ours["candidates"]
-        for kind in ("schwettmann", "pan", "ours_control"):
+        for kind in ("schwettmann", "pan", "ig", "ours_control"):
             other = json.loads((tmp_path / f"{kind}/{i}.json").read_text())
             assert other["size"] == ours["size"]
         control = json.loads((tmp_path / f"ours_control/{i}.json").read_text())

@@ -34,6 +34,7 @@ LAYERS = {
         "kneurons.vocab",
         "kneurons.edit",
         "kneurons.editsets",
+        "kneurons.integrated",
         "kneurons.synth.captioner",
         "kneurons.synth.evaluate",
     ],

@@ -25,7 +25,7 @@ _DEFAULTS, _TEST = (yaml.safe_load(c.read_text()) for c in (DEFAULT_CONFIG, TEST
 LOCAL_THREADS = _TEST.get("threads", _DEFAULTS["threads"])  # what the local run's model jobs use
 TRAIN_THREADS = (_DEFAULTS["captioner"] | _TEST["captioner"])["threads"]  # and its training
 MODEL_RULES = ("train_captioner", "evaluate_captioner", "caption_candidates", "dumps",
-               "reference_captions", "perturb", "decoded_neurons", "table3")  # fmt: skip
+               "reference_captions", "perturb", "decoded_neurons", "table3", "edit_eval", "editing")  # fmt: skip
 
 
 # The plugin's wait between status checks grows by 10 s per check that finds no job finished (up to 180 s: sized
@@ -183,7 +183,8 @@ def test_the_workflow_runs_as_slurm_jobs_resumes_after_ctrl_c_and_equals_the_loc
     done = [rule for rule, state in completed_jobs(since) if state == "COMPLETED"]
     expected_rules = {"synth_split", "train_captioner", "evaluate_captioner", "knowledge", "check_images", "inpaint",
                       "caption_candidates", "select_samples", "sample_table", "dumps",
-                      "neurons_ours", "neurons_baseline", "neurons_stage1", "neurons_control", "neuron_summary",
+                      "neurons_ours", "neurons_baseline", "neurons_ig_dai", "neurons_stage1", "neurons_control",
+                      "neuron_summary", "edit_split", "edit_sets", "edit_eval", "editing",
                       "noise_scale", "reference_captions", "perturb", "table2", "table3", "restoration",
                       "pairwise", "dose_response", "layer_distribution", "heatmaps", "decoded_neurons",
                       "examples"}  # fmt: skip

@@ -33,7 +33,7 @@ def write_dumps(root, mode: str) -> tuple:
         orig, inp, g, ul = sample(image_id)
         attrs = {"knowledge": "bear", "image_id": image_id}
         write_dump(acts / f"{image_id}.h5", activation_record(orig, inp, mode, trace_share=0.05), attrs)
-        write_dump(cams / f"{image_id}.h5", gradcam_record(g, ul, mode), attrs)
+        write_dump(cams / f"{image_id}.h5", gradcam_record(g, ul, mode, g * orig), attrs)
     return acts, cams
 
 
@@ -45,7 +45,7 @@ def test_compact_and_full_dumps_give_identical_neuron_sets(tmp_path):
         dumps = {"activations": str(acts), "gradcam": str(cams)}
         neurons_ours(dumps, {"activation": "q0.9", "gradcam": "q0.5"}, False, str(ours))
         sets[mode] = {"ours": [json.loads(p.read_text()) for p in sorted(ours.glob("*.json"))]}
-        for method in ("schwettmann", "pan"):
+        for method in ("schwettmann", "pan", "ig"):
             out = tmp_path / f"{method}_{mode}"
             neurons_baseline(method, str(ours), dumps, False, str(out))
             sets[mode][method] = [json.loads(p.read_text()) for p in sorted(out.glob("*.json"))]

@@ -12,12 +12,13 @@ import tempfile
 from pathlib import Path
 
 import h5py
+import numpy as np
 import pytest
 import yaml
 
 from kneurons.coco import load_coco
 from kneurons.io import read_tsv_rows
-from kneurons.names import METHODS, PAIRS, SET_KINDS, SHADOWED
+from kneurons.names import EDIT_KINDS, EDIT_METHODS, METHODS, PAIRS, SET_KINDS, SHADOWED
 from kneurons.synth.scenes import annotations_digest
 from tests.helpers import DEFAULT_CONFIG, TEST_CONFIG, job_counts, snakemake
 
@@ -78,6 +79,7 @@ def test_every_selected_sample_has_dumps_and_nonempty_sets(run_dir, samples):
         with h5py.File(run_dir / f"results/gradcam/{k}/{image_id}.h5") as f:
             assert f["gradcam"].dtype.name == "float32" and f["gradcam"].shape == shape
             assert f.attrs["token"] == r["knowledge"].split()[0]
+            assert f["ig"].shape == (shape[0], shape[2]) and np.isfinite(f["ig"][()]).all() and f["ig"][()].any()
         ours = json.loads((run_dir / f"results/neurons/ours/{k}/{image_id}.json").read_text())
         assert ours["size"] > 0 and len(ours["neurons"]) == ours["size"] <= ours["candidates"]
         assert ours["thresholds"]["activation"] == "q0.95" and ours["excluded_layers"] == [1]
@@ -89,7 +91,7 @@ def test_every_selected_sample_has_dumps_and_nonempty_sets(run_dir, samples):
             c = json.loads((run_dir / f"results/neurons/{method}_control/{k}/{image_id}.json").read_text())
             assert c["layer_counts"] == s["layer_counts"]
     summary = read_tsv_rows(run_dir / "results/neurons/summary.tsv")
-    assert len(summary) == len(SET_KINDS) * len(chosen)
+    assert len(summary) == (len(SET_KINDS) + 1) * len(chosen)  # and Dai et al.'s own selection, ig_dai
 
 
 def test_table2_covers_every_method_knowledge_and_level(run_dir, samples):
@@ -188,7 +190,7 @@ def test_editing_judges_every_method_on_images_it_was_never_found_on(run_dir, sa
         has_k = r["knowledge"] in r["objects"].split(",")
         assert has_k == (r["role"] == "heldout"), r
     targets = {r["knowledge"] for r in split}
-    for kind in SET_KINDS:
+    for kind in EDIT_KINDS:
         for k in targets:
             nset = json.loads((run_dir / f"results/edits/sets/{kind}/{k.replace(' ', '_')}.json").read_text())
             if kind.endswith("_control"):
@@ -204,7 +206,9 @@ def test_editing_judges_every_method_on_images_it_was_never_found_on(run_dir, sa
     edits = {("erase", "0.0"), ("ablate_hook", "0.0"), ("amplify", "3.0"), ("rewrite", "1.0")}
     overall = {(r["method"], r["op"], r["strength"]): r for r in rows if r["knowledge"] == "all"}
     assert {(o, s) for _, o, s in overall} == edits
-    for method in (*SET_KINDS, "none"):
+    edited = {m for m, _, _ in overall}
+    assert {"none", *SET_KINDS} <= edited  # every per-sample method (its sets hold |N_k| units: never empty)
+    for method in edited:
         for op, strength in edits:
             r = overall[(method, op, strength)]
             assert 0.0 <= float(r["locality"]) <= 1.0, r
@@ -214,7 +218,7 @@ def test_editing_judges_every_method_on_images_it_was_never_found_on(run_dir, sa
             assert float(r["defficacy_lo"]) <= float(r["defficacy"]) <= float(r["defficacy_hi"])
     pairs = read_tsv_rows(run_dir / "results/tables/editing_pairwise.csv", delimiter=",")
     assert {r["verdict"] for r in pairs} <= {
-        f"{m} {w}" for m in SHADOWED for w in ("more specific", "amplifies k more", "rewrites more")
+        f"{m} {w}" for m in EDIT_METHODS for w in ("more specific", "amplifies k more", "rewrites more")
     } | {"not separable"}
     assert "### erase" in (run_dir / "results/tables/editing.md").read_text()
     assert (run_dir / "results/figures/editing.png").read_bytes()[:4] == b"\x89PNG"
@@ -321,9 +325,10 @@ def test_threshold_change_reruns_only_that_target(run_dir, samples, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert job_counts(proc.stdout + proc.stderr) == {
         "neurons_ours": 1,
-        "neurons_baseline": 2,
+        "neurons_baseline": 3,
+        "neurons_ig_dai": 1,
         "neurons_stage1": 1,
-        "neurons_control": 4,
+        "neurons_control": 5,
         "neuron_summary": 1,
         "layer_distribution": 1,
         "decoded_neurons": 1,

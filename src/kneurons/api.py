@@ -26,15 +26,16 @@ from tqdm import tqdm
 
 from kneurons.captions import mentions
 from kneurons.coco import Annotation, ImageRecord, read_image
-from kneurons.dumps import TokenLayout, gradcam, image_activations, target_position
+from kneurons.dumps import TokenLayout, gradcam, image_activations, target_position, target_prefix
 from kneurons.dumpstats import activation_record, gradcam_record
 from kneurons.edit import Edit, edited, save_edited
 from kneurons.errors import DataError, KneuronsError
 from kneurons.figures import HeatmapPanel, heatmap_figure
 from kneurons.generation import emitted_captions, generate_captions
 from kneurons.inpaint import dilated, inpaint_mask, remove_objects
+from kneurons.integrated import IG_STEPS, integrated_gradients
 from kneurons.models import LoadedModel, load_model
-from kneurons.neuronsets import sample_sets
+from kneurons.neuronsets import IG_SHARE, sample_sets
 from kneurons.perturb import checked_neurons, layer_units, noise_vector, patch_units, perturb_units
 from kneurons.reporting import strongest
 from kneurons.samples import Candidate, box_problem, constraint_failure
@@ -97,6 +98,8 @@ class Settings:
     dilate: int = 1
     radius: int = 3
     max_new_tokens: int = 32
+    ig_steps: int = IG_STEPS
+    ig_share: float = IG_SHARE
 
     @property
     def thresholds(self) -> dict:
@@ -119,11 +122,12 @@ class Settings:
 class Finding:
     """What ``find`` found for one image and knowledge k.
 
-    ``sets[kind]`` holds each set exactly as the workflow writes ``results/neurons/{kind}/{k}/{image_id}.json``
-    (kinds: ours, schwettmann, pan and their ``_control``s; ours with C^k's size and the thresholds actually
-    used). ``candidates`` (L, d_ff) bool is C^k; ``v_max`` = max_p V, ``g_max`` = max_p g, ``g_mean`` = mean_p g,
-    ``o_mean`` = mean_p O', ``unit_logit`` = D[:, c] are (L, d_ff); ``original`` and ``inpainted_activations`` are
-    O' (L, P, d_ff); ``layout`` is the image's token layout (positions (P,), regions (P, 4)).
+    ``sets[kind]`` holds each set exactly as the workflow writes ``results/neurons/{kind}/{k}/{image_id}.json`` (kinds:
+    ours, schwettmann, pan, ig (Dai et al.'s integrated gradients, top-|N_k|), ours_stage1 and their ``_control``s, and
+    ig_dai (Dai et al.'s own threshold); ours with C^k's size and the thresholds actually used). ``candidates`` (L,
+    d_ff) bool is C^k; ``v_max`` = max_p V, ``g_max`` = max_p g, ``g_mean`` = mean_p g, ``o_mean`` = mean_p O',
+    ``unit_logit`` = D[:, c], ``ig`` = Σ_p IG of P(c) are (L, d_ff); ``original`` and ``inpainted_activations`` are O'
+    (L, P, d_ff); ``layout`` is the image's token layout (positions (P,), regions (P, 4)).
     """
 
     knowledge: str
@@ -143,6 +147,7 @@ class Finding:
     g_mean: np.ndarray
     o_mean: np.ndarray
     unit_logit: np.ndarray
+    ig: np.ndarray
     sets: dict[str, dict] = field(default_factory=dict)
 
     def neurons(self, kind: str = "ours") -> list[Neuron]:
@@ -389,11 +394,12 @@ class KnowledgeNeurons:
         synonyms: Sequence[str] = (),
         image_id: int = 0,
     ) -> Finding:
-        """k's knowledge neurons in one image: k removed (``box`` or ``mask``, or an ``inpainted`` image given),
-        both images captioned (``caption`` replaces the original's), O' of both, GradCAM on the logit of k's first
-        caption token (read on the ids the model emitted; a ``caption`` given is scored as written after the prompt,
-        as ``logprob`` does), C^k and N_k, Schwettmann's and Pan's top-|N_k| and each method's random control (seeded by
-        method, knowledge and ``image_id``), exactly as the workflow computes them."""
+        """k's knowledge neurons in one image: k removed (``box`` or ``mask``, or an ``inpainted`` image given), both
+        images captioned (``caption`` replaces the original's), O' of both, GradCAM on the logit of k's first caption
+        token (read on the ids the model emitted; a ``caption`` given is scored as written after the prompt, as
+        ``logprob`` does), C^k and N_k, Schwettmann's, Pan's and integrated gradients' top-|N_k|, Dai et al.'s own IG
+        selection and each method's random control (seeded by method, knowledge and ``image_id``), exactly as the
+        workflow computes them."""
         pixels = as_array(image)
         if inpainted is None:
             removed = self.inpaint(pixels, knowledge, box, mask, settings)
@@ -414,12 +420,16 @@ class KnowledgeNeurons:
             raise DataError(f"inpainted: {after.shape[1]} image tokens against the original's {original.shape[1]}")
         try:
             cam = gradcam(self.loaded, pixels, self.prompt, text, knowledge, synonyms, ids)
+            target = target_prefix(self.loaded, pixels, self.prompt, text, knowledge, synonyms, ids)
         except ValueError as e:
             raise KneuronsError(f"find: {e}; pass caption= with a caption that names it") from None
+        ig = integrated_gradients(self.loaded, target, settings.ig_steps)
         stats = activation_record(original, after, "compact", 0.0) | gradcam_record(
-            cam.gradcam, cam.unit_logit, "compact"
+            cam.gradcam, cam.unit_logit, "compact", ig
         )
-        sets, cand = sample_sets(stats, settings.thresholds, settings.exclude_last_layer, knowledge, image_id)
+        sets, cand = sample_sets(
+            stats, settings.thresholds, settings.exclude_last_layer, knowledge, image_id, settings.ig_share
+        )
         return Finding(
             knowledge=knowledge,
             image_id=image_id,
@@ -438,6 +448,7 @@ class KnowledgeNeurons:
             g_mean=stats["g_mean"],
             o_mean=stats["o_mean"],
             unit_logit=stats["unit_logit"],
+            ig=stats["ig"],
             sets=sets,
         )
 

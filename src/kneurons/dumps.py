@@ -138,6 +138,36 @@ def unit_logits(loaded: LoadedModel, token_id: int) -> np.ndarray:
     return torch.stack(rows).detach().numpy()
 
 
+@dataclass(frozen=True)
+class Target:
+    """Where one sample's target token is read: ``inputs``, processor inputs (one row) of the prompt and the caption
+    before k's first token c, whose last position predicts c; ``token_id`` (c), ``position`` (of that logit in the
+    full sequence) and the image's token ``layout``."""
+
+    inputs: dict[str, torch.Tensor]
+    token_id: int
+    position: int
+    layout: TokenLayout
+
+
+def target_prefix(
+    loaded: LoadedModel,
+    image: np.ndarray,
+    prompt: str,
+    caption: str,
+    name: str,
+    synonyms: Iterable[str] = (),
+    caption_ids: Sequence[int] | None = None,
+) -> Target:
+    """The teacher-forced prefix before k's first caption token (``target_position``: the emitted ``caption_ids``
+    where given), with c, the position that predicts it and the token layout."""
+    inputs, j = target_position(loaded, image, prompt, caption, name, synonyms, caption_ids)
+    token_id = int(inputs["input_ids"][0, j])
+    layout = token_layout(loaded, inputs, image.shape[:2])
+    prefix = {k: v[:, :j] if k in loaded.family.token_keys else v for k, v in inputs.items()}
+    return Target(prefix, token_id, j - 1, layout)
+
+
 def gradcam(
     loaded: LoadedModel,
     image: np.ndarray,
@@ -150,10 +180,8 @@ def gradcam(
     """g = O' ⊙ ∂y_c/∂O' on the original image, y_c the logit of k's first caption token at the position
     that predicts it (teacher-forced prompt + caption prefix: the emitted ``caption_ids`` where given,
     ``target_position``). No parameter gradient is computed."""
-    inputs, j = target_position(loaded, image, prompt, caption, name, synonyms, caption_ids)
-    token_id = int(inputs["input_ids"][0, j])
-    layout = token_layout(loaded, inputs, image.shape[:2])
-    inputs = {k: v[:, :j] if k in loaded.family.token_keys else v for k, v in inputs.items()}  # the prefix before c
+    target = target_prefix(loaded, image, prompt, caption, name, synonyms, caption_ids)
+    inputs, token_id = target.inputs, target.token_id
     mask = loaded.image_positions(inputs["input_ids"])
     with torch.enable_grad(), capture_image_activations(loaded.act_fns, mask, gradients=True) as rec:
         loaded.model(**inputs, position_ids=loaded.positions(inputs)).logits[0, -1, token_id].backward()
@@ -164,7 +192,7 @@ def gradcam(
         activations=o.cpu().numpy(),
         token_id=token_id,
         token=loaded.processor.tokenizer.convert_ids_to_tokens(token_id),
-        position=j - 1,
+        position=target.position,
         unit_logit=unit_logits(loaded, token_id),
-        layout=layout,
+        layout=target.layout,
     )

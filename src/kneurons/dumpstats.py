@@ -1,10 +1,10 @@
 """What an activation or GradCAM dump holds, in either storage mode.
 
-Both modes keep the per-neuron statistics every later rule reads, (L, d_ff) float32 each:
-``v_max`` = max_p V (stage 1), ``o_mean`` = mean_p O' (Pan), ``o_std`` = std_p O' (relative noise) and
-``g_max`` = max_p g (stage 2), ``g_mean`` = mean_p g (Schwettmann). "full" adds the whole arrays, O' of both images
-(L, P, d_ff) float16 and g (L, P, d_ff) float32; "compact" adds only the (P,) traces of O' for the neurons with the
-largest max_p V (a share of all L·d_ff), enough for the heatmaps of N_k ⊆ C^k (docs/storage.md).
+Both modes keep the per-neuron statistics every later rule reads, (L, d_ff) float32 each: ``v_max`` = max_p V (stage 1),
+``o_mean`` = mean_p O' (Pan), ``o_std`` = std_p O' (relative noise) and ``g_max`` = max_p g (stage 2), ``g_mean`` =
+mean_p g (Schwettmann), ``ig`` = Σ_p IG (Dai et al.). "full" adds the whole arrays, O' of both images (L, P, d_ff)
+float16 and g (L, P, d_ff) float32; "compact" adds only the (P,) traces of O' for the neurons with the largest max_p V
+(a share of all L·d_ff), enough for the heatmaps of N_k ⊆ C^k (docs/storage.md).
 """
 
 from __future__ import annotations
@@ -40,12 +40,18 @@ def activation_record(original: np.ndarray, inpainted: np.ndarray, mode: str, tr
     }
 
 
-def gradcam_record(g: np.ndarray, unit_logit: np.ndarray, mode: str) -> dict:
-    """The datasets of one sample's GradCAM dump from g (L, P, d_ff) and D[:, c] (L, d_ff)."""
+def gradcam_record(g: np.ndarray, unit_logit: np.ndarray, mode: str, ig: np.ndarray) -> dict:
+    """The datasets of one sample's GradCAM dump from g (L, P, d_ff), D[:, c] (L, d_ff) and the integrated gradients
+    IG (L, P, d_ff) of P(c) (kneurons.integrated), kept as ``ig`` = Σ_p IG (L, d_ff)."""
     if mode not in MODES:
         raise ValueError(f"dumps.mode must be one of {MODES}, got {mode!r}")
     g = g.astype(np.float32)
-    record = {"g_max": g.max(axis=1), "g_mean": g.mean(axis=1), "unit_logit": unit_logit.astype(np.float32)}
+    record = {
+        "g_max": g.max(axis=1),
+        "g_mean": g.mean(axis=1),
+        "unit_logit": unit_logit.astype(np.float32),
+        "ig": ig.astype(np.float32).sum(axis=1),
+    }
     return record | {"gradcam": g} if mode == "full" else record
 
 

@@ -29,7 +29,7 @@ import numpy as np
 from kneurons.editsets import DISCOVERY, HELDOUT, LOCALITY
 from kneurons.figures import Bar, plot_editing
 from kneurons.io import markdown_table, write_text, write_tsv_rows
-from kneurons.names import ALL, CONTROL, NONE, SHADOWED
+from kneurons.names import ALL, CONTROL, EDIT_METHODS, NONE
 from kneurons.tables import interval_cell, with_intervals
 from kneurons.textmetrics import bertscore_model_path, pair_scores
 
@@ -239,9 +239,9 @@ def _order(row: dict) -> tuple:
 
 
 def pairwise_rows(per_image: Mapping[tuple, Mapping[str, Mapping[int, float]]], n_boot: int = 2000) -> list[dict]:
-    """Every method against every other (each in SHADOWED that has sets), for each edit: a − b of the scores, paired
+    """Every method against every other (each in EDIT_METHODS that has sets), for each edit: a − b of the scores, paired
     by image within targets, with a verdict (``VERDICT``)."""
-    methods = [m for m in SHADOWED if any(key[0] == m for key in per_image)]
+    methods = [m for m in EDIT_METHODS if any(key[0] == m for key in per_image)]
     groups = {}
     for a, b in combinations(methods, 2):
         for (method, k, op, strength), v in per_image.items():
@@ -297,7 +297,7 @@ def editing_tables(lines: Sequence[dict], bert_model: str, bert_layers: int, out
         headline = VERDICT[op][0] if op != "ablate_hook" and op != "erase" else "efficacy"
         for metric in (headline, "locality"):
             chosen = [r for r in overall if (r["op"], r["strength"]) == (op, strength)]
-            order = [NONE, *(k for m in SHADOWED for k in (m, m + CONTROL))]
+            order = [NONE, *(k for m in EDIT_METHODS for k in (m, m + CONTROL))]
             panels[f"{EDIT_TITLES[op]}{strength:g}: {metric}"] = [
                 Bar(r["method"], (r[metric], r[f"{metric}_lo"], r[f"{metric}_hi"]), r["method"].endswith(CONTROL))
                 for r in sorted(chosen, key=lambda r: order.index(r["method"]))

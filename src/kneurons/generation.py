@@ -237,16 +237,14 @@ def greedy_batch(
 
 def _greedy_rows(
     loaded: LoadedModel,
-    images: Sequence[np.ndarray],
-    prompt: str,
+    parts: Sequence[dict[str, torch.Tensor]],
     continuations: Sequence[Continuation] | None,
     max_new_tokens: int,
     batch_size: int | str,
     context: BatchContext | None = None,
 ) -> list[tuple[str, float | None, list[int]]]:
-    """``greedy_batch`` over every image, batched by sequence length: each image's caption, log p of its
-    continuation (None without) and emitted ids, in image order."""
-    parts = image_inputs(loaded, images, prompt)
+    """``greedy_batch`` over every image's processor output (``parts``, ``image_inputs``), batched by sequence
+    length: each image's caption, log p of its continuation (None without) and emitted ids, in image order."""
 
     def run(rows: list[int]) -> list[tuple[str, float | None, list[int]]]:
         inputs = collate(loaded, [parts[i] for i in rows])
@@ -254,6 +252,20 @@ def _greedy_rows(
         return list(zip(*greedy_batch(loaded, inputs, max_new_tokens, context, chosen), strict=True))
 
     return batches_by_length([p["input_ids"].shape[1] for p in parts], batch_size, run)
+
+
+def scored_parts(
+    loaded: LoadedModel,
+    parts: Sequence[dict[str, torch.Tensor]],
+    continuations: Sequence[Continuation] | None = None,
+    max_new_tokens: int = 32,
+    batch_size: int | str = 64,
+    context: BatchContext | None = None,
+) -> list[Scored]:
+    """``scored_captions`` of images already through the processor (``parts``, ``image_inputs``): what a job that
+    captions the same images many times (one per weight edit) computes once."""
+    rows = _greedy_rows(loaded, parts, continuations, max_new_tokens, batch_size, context)
+    return [(caption, logp) for caption, logp, _ in rows]
 
 
 def scored_captions(
@@ -268,8 +280,8 @@ def scored_captions(
     """Greedy continuations of ``prompt`` for each image, each with the teacher-forced log p of its continuation
     (``continuations``, one per image; None: no score), ``batch_size`` images per batch (halved on CUDA
     out-of-memory; "auto" starts large)."""
-    rows = _greedy_rows(loaded, images, prompt, continuations, max_new_tokens, batch_size, context)
-    return [(caption, logp) for caption, logp, _ in rows]
+    parts = image_inputs(loaded, images, prompt)
+    return scored_parts(loaded, parts, continuations, max_new_tokens, batch_size, context)
 
 
 def generate_captions(
@@ -294,5 +306,8 @@ def emitted_captions(
     """Greedy continuations of ``prompt`` for each image with the ids the model emitted (before its end token):
     what log p and GradCAM teacher-force later (kneurons.dumps.target_position), never a re-tokenised text."""
     return [
-        (caption, ids) for caption, _, ids in _greedy_rows(loaded, images, prompt, None, max_new_tokens, batch_size)
+        (caption, ids)
+        for caption, _, ids in _greedy_rows(
+            loaded, image_inputs(loaded, images, prompt), None, max_new_tokens, batch_size
+        )
     ]

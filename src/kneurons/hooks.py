@@ -50,6 +50,42 @@ def edit_image_activations(act_fns: Sequence[nn.Module], image_mask: torch.Tenso
         yield
 
 
+@contextmanager
+def scaled_layers(
+    act_fns: Sequence[nn.Module], image_mask: torch.Tensor, layer_of_row: torch.Tensor, alpha: torch.Tensor
+) -> Iterator[tuple[list[torch.Tensor | None], list[torch.Tensor | None]]]:
+    """Within the block, each row b's act_fn output of layer ``layer_of_row[b]`` at the image positions of
+    ``image_mask`` (B, T) is scaled by ``alpha[b]``; yields, per layer, the unscaled O' of its rows at the image
+    positions (n_rows_l · P, d_ff) and, after a backward pass, the gradient reaching the scaled O' there."""
+    n = len(act_fns)
+    original: list[torch.Tensor | None] = [None] * n
+    grads: list[torch.Tensor | None] = [None] * n
+
+    def make_hook(layer: int) -> Callable:
+        rows = (layer_of_row == layer).nonzero().squeeze(1)
+        if not len(rows):
+            return lambda *_: None
+
+        def hook(_module: nn.Module, _inputs: tuple, output: torch.Tensor) -> torch.Tensor | None:
+            if output.shape[:2] != image_mask.shape:
+                return None
+            at = torch.zeros(image_mask.shape, dtype=torch.bool, device=output.device)
+            at[rows.to(output.device)] = image_mask[rows].to(output.device)
+            original[layer] = output[at].detach()
+            scale = torch.ones(image_mask.shape, dtype=output.dtype, device=output.device)
+            scale[at] = alpha.to(output.device, output.dtype)[:, None].expand(image_mask.shape)[at]
+            out = output * scale[..., None]
+            if not out.requires_grad:
+                out.requires_grad_(True)
+            out.register_hook(lambda g: grads.__setitem__(layer, g[at].detach()))
+            return out
+
+        return hook
+
+    with _hooked(act_fns, make_hook):
+        yield original, grads
+
+
 def zero_edit(_layer: int, output: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> None:
     """An Edit that ablates: every unit's output at the image positions becomes 0."""
     output[rows, cols] = 0

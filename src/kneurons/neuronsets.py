@@ -13,7 +13,7 @@ from typing import NamedTuple
 import numpy as np
 
 from kneurons.io import per_image_files
-from kneurons.names import BASELINES, CONTROL, SHADOWED, STAGE1
+from kneurons.names import BASELINES, CONTROL, IG_DAI, SHADOWED, STAGE1
 from kneurons.neurons import (
     NeuronSet,
     candidates,
@@ -26,11 +26,22 @@ from kneurons.neurons import (
 )
 
 # What each derived kind is drawn from: the per-neuron statistics (L, d_ff) it reads, by dump ("activations":
-# v_max = max_p V, o_mean = mean_p O'; "gradcam": g_max = max_p g, g_mean = mean_p g, unit_logit = D[:, c]).
+# v_max = max_p V, o_mean = mean_p O'; "gradcam": g_max = max_p g, g_mean = mean_p g, unit_logit = D[:, c],
+# ig = Σ_p IG).
 NEEDS = {
-    **{baseline: {"activations": ["o_mean"], "gradcam": ["g_mean", "unit_logit"]} for baseline in BASELINES},
+    "schwettmann": {"gradcam": ["g_mean"]},
+    "pan": {"activations": ["o_mean"], "gradcam": ["unit_logit"]},
+    "ig": {"gradcam": ["ig"]},
+    IG_DAI: {"gradcam": ["ig"]},
     STAGE1: {"activations": ["v_max"]},
     CONTROL: {"gradcam": ["g_mean"]},
+}
+IG_SHARE = 0.2  # Dai et al.'s t: a unit's IG over t × the sample's largest
+# The scores of the baselines from a sample's statistics, and how each set file names its score.
+BASELINE_SCORES = {
+    "schwettmann": (lambda s: schwettmann_scores(s["g_mean"][:, None, :]), "mean_p GradCAM"),
+    "pan": (lambda s: pan_scores(s["o_mean"][:, None, :], s["unit_logit"]), "mean_p O' * D[:, c]"),
+    "ig": (lambda s: s["ig"], "sum_p integrated gradients of P(c) (Dai et al.)"),
 }
 
 
@@ -98,24 +109,15 @@ def ours_set(found: TwoStage, g_max: np.ndarray, thresholds: Mapping, knowledge:
     }
 
 
-def baseline_set(
-    method: str,
-    ours: dict,
-    g_mean: np.ndarray,
-    o_mean: np.ndarray,
-    unit_logit: np.ndarray,
-    exclude_last_layer: bool,
-) -> dict:
-    """Schwettmann's (mean_p g) or Pan's (mean_p O' · D[:, c]) top-|N_k| neurons of one sample, from the (L, d_ff)
-    per-neuron means and D[:, c]; never from the last layer when ``exclude_last_layer``, like ours."""
+def baseline_set(method: str, ours: dict, stats: Mapping[str, np.ndarray], exclude_last_layer: bool) -> dict:
+    """A baseline's top-|N_k| neurons of one sample by its score (``BASELINE_SCORES``: Schwettmann's mean_p g,
+    Pan's mean_p O' · D[:, c], Dai et al.'s Σ_p IG) from the sample's per-neuron statistics ``stats`` (L, d_ff);
+    never from the last layer when ``exclude_last_layer``, like ours."""
     if method not in BASELINES:
         raise ValueError(f"baseline method must be one of {BASELINES}, got {method!r}")
-    exclude = excluded_layers(g_mean.shape[0], exclude_last_layer)
-    # per-neuron means (L, d_ff) as one-position arrays: the scores' mean over positions gives them back
-    if method == "schwettmann":
-        scores, desc = schwettmann_scores(g_mean[:, None, :]), "mean_p GradCAM"
-    else:
-        scores, desc = pan_scores(o_mean[:, None, :], unit_logit), "mean_p O' * D[:, c]"
+    score, desc = BASELINE_SCORES[method]
+    scores = score(stats)
+    exclude = excluded_layers(scores.shape[0], exclude_last_layer)
     chosen = NeuronSet.from_mask(top_neurons(scores, ours["size"], exclude), scores)
     return {
         "method": method,
@@ -126,6 +128,30 @@ def baseline_set(
         "size_from": "ours",
         "layer_counts": chosen.layer_counts(len(ours["layer_counts"])),
         "score": desc,
+        "neurons": chosen.rows(),
+    }
+
+
+def ig_dai_set(ours: dict, ig: np.ndarray, share_of_max: float, exclude_last_layer: bool) -> dict:
+    """Dai et al.'s selection of one sample: the units whose Σ_p IG (L, d_ff) exceeds ``share_of_max`` (their t,
+    0.2) times the largest over every layer (never from the last layer when ``exclude_last_layer``), its own size
+    (not |N_k|); the knowledge-level sets then keep the units a share of the samples hold (kneurons.editsets)."""
+    exclude = excluded_layers(ig.shape[0], exclude_last_layer)
+    eligible = ig.astype(np.float64).copy()
+    eligible[list(exclude)] = -np.inf
+    top = float(eligible.max()) if eligible.size else float("-inf")
+    threshold = share_of_max * top
+    mask = (eligible > threshold) if top > 0 else np.zeros(ig.shape, bool)
+    chosen = NeuronSet.from_mask(mask, ig)
+    return {
+        "method": IG_DAI,
+        "knowledge": ours["knowledge"],
+        "image_id": ours["image_id"],
+        "excluded_layers": list(exclude),
+        "threshold": {"share_of_max": share_of_max, "value": threshold if top > 0 else None},
+        "size": len(chosen),
+        "layer_counts": chosen.layer_counts(ig.shape[0]),
+        "score": "sum_p integrated gradients of P(c), over t x the sample's largest (Dai et al.)",
         "neurons": chosen.rows(),
     }
 
@@ -194,31 +220,41 @@ def needs(kind: str) -> dict[str, list[str]]:
     return NEEDS[CONTROL if kind.endswith(CONTROL) else kind]
 
 
-def derived_set(kind: str, source: dict, stats: Mapping[str, np.ndarray], exclude_last_layer: bool) -> dict:
-    """The set of ``kind`` drawn from ``source``: a baseline's or the stage-1 control's from ours' set, a random
-    control (kind "{m}_control") from m's set; ``stats``: the sample's per-neuron statistics (L, d_ff) by name,
-    at least those ``needs(kind)`` lists."""
+def derived_set(
+    kind: str, source: dict, stats: Mapping[str, np.ndarray], exclude_last_layer: bool, ig_share: float = IG_SHARE
+) -> dict:
+    """The set of ``kind`` drawn from ``source``: a baseline's, Dai et al.'s (IG over ``ig_share`` × its largest)
+    or the stage-1 control's from ours' set, a random control (kind "{m}_control") from m's set; ``stats``: the
+    sample's per-neuron statistics (L, d_ff) by name, at least those ``needs(kind)`` lists."""
     if kind in BASELINES:
-        return baseline_set(kind, source, stats["g_mean"], stats["o_mean"], stats["unit_logit"], exclude_last_layer)
+        return baseline_set(kind, source, stats, exclude_last_layer)
+    if kind == IG_DAI:
+        return ig_dai_set(source, stats["ig"], ig_share, exclude_last_layer)
     if kind == STAGE1:
         return stage1_set(source, stats["v_max"])
     if kind.endswith(CONTROL):
         return control_set(kind.removesuffix(CONTROL), source, stats["g_mean"].shape[-1])
-    raise ValueError(f"a derived set kind is a baseline, {STAGE1} or a control, got {kind!r}")
+    raise ValueError(f"a derived set kind is a baseline, {IG_DAI}, {STAGE1} or a control, got {kind!r}")
 
 
 def sample_sets(
-    stats: Mapping[str, np.ndarray], thresholds: Mapping, exclude_last_layer: bool, knowledge: str, image_id: int
+    stats: Mapping[str, np.ndarray],
+    thresholds: Mapping,
+    exclude_last_layer: bool,
+    knowledge: str,
+    image_id: int,
+    ig_share: float = IG_SHARE,
 ) -> tuple[dict[str, dict], np.ndarray]:
     """Every set kind of one sample from its per-neuron statistics (``stats``: both dumps' v_max, o_mean, g_max,
-    g_mean, unit_logit, each (L, d_ff)), as the workflow's rules write them (ours, the baselines, the stage-1
-    control, then each one's random control), and C^k (L, d_ff) bool."""
+    g_mean, unit_logit, ig, each (L, d_ff)), as the workflow's rules write them (ours, the baselines, the stage-1
+    control, then each one's random control, then Dai et al.'s own selection), and C^k (L, d_ff) bool."""
     found = two_stage(stats["v_max"], stats["g_max"], thresholds, exclude_last_layer)
     sets = {"ours": ours_set(found, stats["g_max"], thresholds, knowledge, image_id)}
     for kind in (*BASELINES, STAGE1):
         sets[kind] = derived_set(kind, sets["ours"], stats, exclude_last_layer)
     for method in SHADOWED:
         sets[method + CONTROL] = derived_set(method + CONTROL, sets[method], stats, exclude_last_layer)
+    sets[IG_DAI] = derived_set(IG_DAI, sets["ours"], stats, exclude_last_layer, ig_share)
     return sets, found.candidates
 
 

@@ -186,3 +186,60 @@ def perturbed_captions(
             loaded, parts, units, [rows[r] for r in chosen], reference_scale, max_new_tokens, continuations
         ),
     )
+
+
+@contextmanager
+def ablate_rows(
+    loaded: LoadedModel, input_ids: torch.Tensor, units: Sequence[np.ndarray], chosen: Sequence[torch.Tensor]
+) -> Iterator[None]:
+    """Within the block, O[l, p, units[l][j]] ← 0 at every image position p of each row b where ``chosen[l][b, j]``
+    (zero-ablation, a set per row; rows may hold different numbers of image positions)."""
+    mask = loaded.image_positions(input_ids)
+
+    def edit(layer: int, out: torch.Tensor, r: torch.Tensor, c: torch.Tensor) -> None:
+        if not len(units[layer]):
+            return
+        at = (r[:, None], c[:, None], torch.as_tensor(units[layer], device=out.device))
+        out[at] = out[at].masked_fill(chosen[layer].to(out.device)[r], 0)
+
+    with edit_image_activations(loaded.act_fns, mask, edit):
+        yield
+
+
+def ablated_captions(
+    loaded: LoadedModel,
+    images: Sequence[np.ndarray],
+    prompt: str,
+    unit_sets: Sequence[Sequence[np.ndarray]],
+    max_new_tokens: int = 32,
+    batch_size: int | str = 64,
+    continuations: Sequence[Continuation] | None = None,
+) -> list[list[Scored]]:
+    """Greedy captions of every image with each set of ``unit_sets`` (each by layer, ``layer_units``) zero-ablated
+    at the image positions, the rows (set, image) of every set batched together, each with the log p of its image's
+    continuation; one list of (caption, log p) per set, in image order."""
+    n_layers = loaded.n_layers
+    union = [
+        np.unique(np.concatenate([s[layer] for s in unit_sets] or [np.zeros(0, np.int64)])) for layer in range(n_layers)
+    ]
+    member = [
+        [np.isin(union[layer], s[layer]) for layer in range(n_layers)] for s in unit_sets
+    ]  # set -> layer -> (n_l,)
+    rows = [(s, i) for s in range(len(unit_sets)) for i in range(len(images))]
+    parts = image_inputs(loaded, images, prompt)
+
+    def run(chosen_rows: list[int]) -> list[Scored]:
+        picked = [rows[r] for r in chosen_rows]
+        inputs = collate(loaded, [parts[i] for _, i in picked])
+        chosen = [torch.from_numpy(np.stack([member[s][layer] for s, _ in picked])) for layer in range(n_layers)]
+        captions, logps = generate_scored_batch(
+            loaded,
+            inputs,
+            max_new_tokens,
+            context=lambda ids: ablate_rows(loaded, ids, union, chosen),
+            continuations=[continuations[i] for _, i in picked] if continuations else None,
+        )
+        return list(zip(captions, logps, strict=True))
+
+    scored = batches_by_length([parts[i]["input_ids"].shape[1] for _, i in rows], batch_size, run)
+    return [scored[s * len(images) : (s + 1) * len(images)] for s in range(len(unit_sets))]

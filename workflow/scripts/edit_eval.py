@@ -3,7 +3,7 @@ the weights by every edit (one model load, each edit in place and undone)."""
 
 from kneurons.jobs import start_job
 from kneurons.models import load_job_model
-from kneurons.names import SET_KINDS
+from kneurons.names import EDIT_KINDS
 from kneurons.protocol import Captioning, Editing
 from kneurons.rules.editing import edit_eval
 
@@ -13,7 +13,7 @@ edit_eval(
     snakemake.input,
     snakemake.params.knowledge,
     snakemake.params.rewrite_to,
-    dict(zip(SET_KINDS, snakemake.input.sets, strict=True)),
+    dict(zip(EDIT_KINDS, snakemake.input.sets, strict=True)),
     Editing.from_settings(snakemake.params.editing),
     Captioning.from_params(snakemake.params),
     snakemake.output[0],

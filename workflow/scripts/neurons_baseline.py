@@ -1,4 +1,4 @@
-"""Rule neurons_baseline: Schwettmann's or Pan's top-|N_k| neurons of each sample of k."""
+"""Rule neurons_baseline: Schwettmann's, Pan's or integrated gradients' top-|N_k| neurons of each sample of k."""
 
 from kneurons.jobs import start_job
 from kneurons.rules.neurons import neurons_baseline

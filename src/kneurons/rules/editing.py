@@ -10,10 +10,12 @@ from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from kneurons.captions import mentions
 from kneurons.coco import read_record, records_by_id
-from kneurons.editscores import editing_tables
 from kneurons.editsets import (
+    DISCOVERY,
     HELDOUT,
     LOCALITY,
     SplitRow,
@@ -26,6 +28,7 @@ from kneurons.editsets import (
 from kneurons.errors import DataError
 from kneurons.h5io import read_dump
 from kneurons.io import atomic_path, per_image_files, read_tsv_rows, write_json, write_tsv_rows
+from kneurons.jobs import console
 from kneurons.names import CONTROL, NONE
 from kneurons.neuronsets import read_sets
 from kneurons.protocol import Captioning, Editing
@@ -120,10 +123,9 @@ def edit_eval(
     token in its clean caption (k's images) or of its first named object's (locality images), and the mean log p
     of every split caption's tokens with no image. One JSON line per caption or text."""
     from kneurons.edit import Edit, edited
-    from kneurons.generation import scored_captions
+    from kneurons.generation import image_inputs, scored_parts
     from kneurons.logprob import continuations, text_logprobs
-    from kneurons.perturb import layer_units, perturbed_captions
-    from kneurons.protocol import ABLATION, Perturbation
+    from kneurons.perturb import ablated_captions, layer_units
 
     rows = read_split(data["split"], knowledge)
     records = records_by_id(data["annotations"], data["images"])
@@ -137,13 +139,17 @@ def edit_eval(
     ]
     ids = [[int(t) for t in r.caption_ids.split()] for r in rows]
     conts = continuations(loaded, pixels, captioning.prompt, [r.caption for r in rows], scored_name, syn, ids)
-    texts = [ids[j] for j, r in enumerate(rows) if r.role != "discovery"]
-    text_rows = [r for r in rows if r.role != "discovery"]
+    texts = [ids[j] for j, r in enumerate(rows) if r.role != DISCOVERY]
+    text_rows = [r for r in rows if r.role != DISCOVERY]
 
-    def caption_lines(scored: Sequence[tuple[str, float | None]], **fields: object) -> list[str]:
+    judged = [j for j, r in enumerate(rows) if r.role != DISCOVERY]  # what a control is captioned on
+
+    def caption_lines(
+        scored: Sequence[tuple[str, float | None]], chosen: Sequence[int] = range(len(rows)), **fields: object
+    ) -> list[str]:
         return [
-            json.dumps(_image_line(c, lp, r, knowledge, rewrite_to, syn, **fields)) + "\n"
-            for (c, lp), r in zip(scored, rows, strict=True)
+            json.dumps(_image_line(c, lp, rows[j], knowledge, rewrite_to, syn, **fields)) + "\n"
+            for (c, lp), j in zip(scored, chosen, strict=True)
         ]
 
     def text_lines(**fields: object) -> list[str]:
@@ -153,12 +159,20 @@ def edit_eval(
             for r, v in zip(text_rows, text_logprobs(loaded, texts), strict=True)
         ]
 
-    def captions() -> list[tuple[str, float | None]]:
-        return scored_captions(loaded, pixels, captioning.prompt, conts, **captioning.generation)
+    parts = image_inputs(loaded, pixels, captioning.prompt)  # through the processor once, captioned many times
 
+    def captions(chosen: Sequence[int]) -> list[tuple[str, float | None]]:
+        chosen_parts, scored = [parts[j] for j in chosen], [conts[j] for j in chosen]
+        return scored_parts(loaded, chosen_parts, scored, **captioning.generation)
+
+    edits = editing.edits()
+    if not rewrite_to and any(op == "rewrite" for op, _ in edits):
+        edits = [(op, strength) for op, strength in edits if op != "rewrite"]
+        console(f"{knowledge}: no other target to rewrite it towards (editing.rewrite_to); its rewrite is left out")
     unedited = {"method": NONE, "draw": 0, "set_size": 0, "op": NONE, "strength": 0.0}
-    out = caption_lines(captions(), **unedited) + text_lines(**unedited)
-    ablate = [(Perturbation(ABLATION), j) for j in range(len(rows))]
+    everything = range(len(rows))
+    out = caption_lines(captions(everything), **unedited) + text_lines(**unedited)
+    hooked: list[tuple[dict, list[np.ndarray]]] = []  # every (set, draw): zero-ablated by the hook, batched together
     for kind, path in set_files.items():
         nset = json.loads(Path(path).read_text())
         for draw, units in enumerate(draws_of(nset)):
@@ -166,21 +180,21 @@ def edit_eval(
             if not units:
                 out.append(json.dumps({"knowledge": knowledge} | at | {"empty": True}) + "\n")
                 continue
-            for op, strength in editing.edits():
+            # a control's generality gap says nothing: its captions on the discovery images are left out
+            chosen = judged if kind.endswith(CONTROL) else everything
+            for op, strength in edits:
                 edit = Edit(op, strength, knowledge, rewrite_to) if op == "rewrite" else Edit(op, strength)
                 with edited(loaded, units, edit, where=path):
-                    out += caption_lines(captions(), **at, op=op, strength=strength)
+                    out += caption_lines(captions(chosen), chosen, **at, op=op, strength=strength)
                     out += text_lines(**at, op=op, strength=strength)
-            hooked = perturbed_captions(
-                loaded,
-                pixels,
-                captioning.prompt,
-                layer_units(units, loaded.n_layers),
-                ablate,
-                continuations=conts,
-                **captioning.generation,
-            )
-            out += caption_lines(hooked, **at, op=HOOK, strength=0.0)
+            hooked.append((at, chosen, layer_units(units, loaded.n_layers)))
+    if hooked:
+        sets = [units for _, _, units in hooked]
+        ablated = ablated_captions(
+            loaded, pixels, captioning.prompt, sets, continuations=conts, **captioning.generation
+        )
+        for (at, chosen, _), scored in zip(hooked, ablated, strict=True):
+            out += caption_lines([scored[j] for j in chosen], chosen, **at, op=HOOK, strength=0.0)
     with atomic_path(out_jsonl) as tmp:
         tmp.write_text("".join(out))
 
@@ -188,5 +202,7 @@ def edit_eval(
 def editing(eval_jsonls: Sequence[str], bert_model: str, bert_layers: int, out: Mapping[str, str]) -> None:
     """Rule editing: the editing table (``out["csv"]``, ``out["md"]``), the paired comparisons between methods
     (``out["pairwise_csv"]``, ``out["pairwise_md"]``) and the figure (``out["png"]``)."""
+    from kneurons.editscores import editing_tables  # matplotlib and the text metrics: this rule's alone
+
     lines = [json.loads(ln) for path in eval_jsonls for ln in Path(path).read_text().splitlines() if ln.strip()]
     editing_tables(lines, bert_model, bert_layers, out)

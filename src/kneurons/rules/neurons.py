@@ -12,7 +12,7 @@ from kneurons.dumpstats import activation_record, gradcam_record
 from kneurons.errors import DataError
 from kneurons.h5io import read_dump, write_dump
 from kneurons.io import atomic_path, per_image_files, write_json, write_tsv_rows
-from kneurons.names import CONTROL, STAGE1
+from kneurons.names import CONTROL, IG_DAI, STAGE1
 from kneurons.neuronsets import derived_set, needs, ours_set, read_sets, two_stage
 from kneurons.protocol import Captioning
 from kneurons.samples import Candidate, read_tsv, selected
@@ -51,7 +51,8 @@ def dumps(
     (``token_positions`` (P,), ``token_regions`` (P, 4)); and ``out["gradcam"]/{image_id}.h5`` with max_p g and
     mean_p g (L, d_ff), D[:, c] (L, d_ff) for Pan's score and (full) g (L, P, d_ff) f32, for the logit of k's
     first caption token."""
-    from kneurons.dumps import gradcam, image_activations
+    from kneurons.dumps import gradcam, image_activations, target_prefix
+    from kneurons.integrated import integrated_gradients
 
     records = records_by_id(annotations, images)
     rows = selected(read_tsv(selected_tsv))
@@ -78,13 +79,15 @@ def dumps(
             synonyms = captioning.synonyms_of(row.knowledge)
             ids = row.emitted_ids(selected_tsv)
             cam = gradcam(loaded, image, prompt, row.caption, row.knowledge, synonyms, ids)
+            target = target_prefix(loaded, image, prompt, row.caption, row.knowledge, synonyms, ids)
+            ig = integrated_gradients(loaded, target, settings["ig_steps"], settings["ig_rows"])
             attrs = _dump_attrs(loaded, prompt, row, cam.layout) | {
                 "token": cam.token,
                 "token_id": cam.token_id,
                 "position": cam.position,
                 "mode": mode,
             }
-            record = gradcam_record(cam.gradcam, cam.unit_logit, mode) | cam.layout.record()
+            record = gradcam_record(cam.gradcam, cam.unit_logit, mode, ig) | cam.layout.record()
             write_dump(tmp / f"{row.image_id}.h5", record, attrs)
 
 
@@ -101,24 +104,36 @@ def neurons_ours(dump_dirs: Mapping[str, str], thresholds: Mapping, exclude_last
             write_json(tmp / f"{path.stem}.json", record)
 
 
-def _derive(kind: str, source_dir: str, dump_dirs: Mapping[str, str], exclude_last_layer: bool, out_dir: str) -> None:
+def _derive(
+    kind: str, source_dir: str, dump_dirs: Mapping[str, str], exclude_last_layer: bool, out_dir: str, **options: float
+) -> None:
     """For each sample's set in ``source_dir``, the set of ``kind`` derived from it (``derived_set``, with the
-    statistics it needs read from the sample's dumps); the directory appears whole or not at all."""
+    statistics it needs read from the sample's dumps, and its ``options``); the directory appears whole or not at
+    all."""
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
         for source in read_sets(source_dir):
             stats = {}
             for dump, names in needs(kind).items():
                 stats |= read_dump(Path(dump_dirs[dump]) / f"{source['image_id']}.h5", names)[0]
-            write_json(tmp / f"{source['image_id']}.json", derived_set(kind, source, stats, exclude_last_layer))
+            derived = derived_set(kind, source, stats, exclude_last_layer, **options)
+            write_json(tmp / f"{source['image_id']}.json", derived)
 
 
 def neurons_baseline(
     baseline: str, ours_dir: str, dump_dirs: Mapping[str, str], exclude_last_layer: bool, out_dir: str
 ) -> None:
-    """Rule neurons_baseline: Schwettmann's (mean_p g) or Pan's (mean_p O' · D[:, c]) top-|N_k| neurons of every
-    sample of k, never from the last layer when ``exclude_last_layer``, like ours."""
+    """Rule neurons_baseline: Schwettmann's (mean_p g), Pan's (mean_p O' · D[:, c]) or Dai et al.'s (Σ_p IG)
+    top-|N_k| neurons of every sample of k, never from the last layer when ``exclude_last_layer``, like ours."""
     _derive(baseline, ours_dir, dump_dirs, exclude_last_layer, out_dir)
+
+
+def neurons_ig_dai(
+    ours_dir: str, dump_dirs: Mapping[str, str], share_of_max: float, exclude_last_layer: bool, out_dir: str
+) -> None:
+    """Rule neurons_ig_dai: Dai et al.'s own selection of every sample of k, the units whose Σ_p IG exceeds
+    ``share_of_max`` × the sample's largest (its own size, not |N_k|)."""
+    _derive(IG_DAI, ours_dir, dump_dirs, exclude_last_layer, out_dir, ig_share=share_of_max)
 
 
 def neurons_stage1(ours_dir: str, dump_dirs: Mapping[str, str], out_dir: str) -> None:
