@@ -3,7 +3,7 @@ m steps, kneurons.integrated) computed (1) the workflow's way, up to --rows scal
 and backward pass, and (2) the naive way, a loop of one pass per (layer, step), as Dai et al.'s code runs with a
 batch of one; and what one sample's GradCAM (one pass) costs beside them.
 
-Usage: python bench/ig_steps.py [--run .] [--samples 3] [--steps 20] [--rows 64] [--threads 1] [--repeats 3]
+Usage: python bench/ig_steps.py [--run .] [--samples 3] [--steps 20] [--rows 20] [--threads 1] [--repeats 3]
 Needs a finished run of the embedded default (its model and D under --run). Prints ms per sample of each path, the
 ratio (2) / (1), and the largest difference between the two paths' IG.
 """
@@ -31,7 +31,7 @@ def main() -> None:
     ap.add_argument("--config", default="config/config.yaml")
     ap.add_argument("--samples", type=int, default=3)
     ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--rows", type=int, default=64)
+    ap.add_argument("--rows", type=int, default=20)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=3, help="timed runs of each path (the fastest is kept)")
     args = ap.parse_args()

@@ -58,8 +58,8 @@ EVALUATE = (TRAIN or trained_here(MODEL)) and os.path.normpath(
 ) == synth_split_files("val")["annotations"]
 # The perturbation settings of rules reference_captions and perturb, built once from the config.
 PROTOCOL = Protocol.from_config(config).settings()
-# The editing settings of rules edit_split, edit_sets and edit_eval.
-EDITING = Editing.from_config(config).settings()
+# The editing settings of rules edit_split, edit_sets and edit_eval, each rule's own.
+EDITING = Editing.from_config(config)
 # Rule perturb's restoration outputs, when the protocol restores: each set kind's and the bounds', per target.
 RESTORE_FILES = expand(
     "results/perturb/restore/{kind}/{{k}}.jsonl", kind=(*SET_KINDS, BOUNDS_FILE)

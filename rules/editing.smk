@@ -16,7 +16,7 @@ rule edit_split:
     conda:
         "../envs/kneurons.yaml"
     params:
-        editing=EDITING,
+        editing=EDITING.of("split"),
         synonyms=config["synonyms"],
     script:
         "../workflow/scripts/edit_split.py"
@@ -34,7 +34,7 @@ rule edit_sets:
         "../envs/kneurons.yaml"
     params:
         knowledge=lambda w: knowledge_name(w.k),
-        editing=EDITING,
+        editing=EDITING.of("sets"),
     script:
         "../workflow/scripts/edit_sets.py"
 
@@ -45,6 +45,8 @@ rule edit_eval:
         model=MODEL,
         split="results/edits/heldout.tsv",
         sets=expand("results/edits/sets/{kind}/{{k}}.json", kind=EDIT_KINDS),
+        # k' of the rewrite is read from the targets (params): a job on a cluster node needs the file as input
+        knowledge="results/samples/knowledge.tsv",
     output:
         "results/edits/eval/{k}.jsonl",
     log:
@@ -61,7 +63,7 @@ rule edit_eval:
         synonyms=config["synonyms"],
         knowledge=lambda w: knowledge_name(w.k),
         rewrite_to=lambda w: rewrite_target(w.k),
-        editing=EDITING,
+        editing=EDITING.of("eval"),
     script:
         "../workflow/scripts/edit_eval.py"
 

@@ -17,7 +17,7 @@ from kneurons.coco import image_records, load_coco, read_image
 from kneurons.dumps import image_activations
 from kneurons.errors import KneuronsError
 from kneurons.io import read_tsv_rows
-from kneurons.names import SET_KINDS
+from kneurons.names import IG_DAI, SET_KINDS
 from kneurons.perturb import layer_units, perturbed_captions
 from kneurons.protocol import Perturbation
 from kneurons.reporting import strongest
@@ -202,17 +202,17 @@ def test_the_api_runs_on_other_families(name, tmp_path):
 
 def test_a_finding_reads_well_and_its_sets_are_the_runs_files(run_dir, kn, sample):
     k, rec = sample["knowledge"], sample["record"]
+    kinds = (*SET_KINDS, IG_DAI)  # every kind the workflow writes per sample
     files = {
-        kind: json.loads((run_dir / f"results/neurons/{kind}/{slug(k)}/{rec.id}.json").read_text())
-        for kind in SET_KINDS
+        kind: json.loads((run_dir / f"results/neurons/{kind}/{slug(k)}/{rec.id}.json").read_text()) for kind in kinds
     }
     settings = Settings.of_set(files["ours"])
     found = kn.find(rec.path, k, inpainted=run_dir / sample["inpainted"], image_id=rec.id, settings=settings)
     assert found.sets == files  # json.load's lists, as docs/api.md says
     text = repr(found)
-    assert len(text.splitlines()) == 4 + len(SET_KINDS) and found.summary() == text
+    assert len(text.splitlines()) == 4 + len(kinds) and found.summary() == text
     assert f"{k!r} in image {rec.id}" in text and repr(found.caption) in text and repr(found.inpainted_caption) in text
-    for kind in SET_KINDS:
+    for kind in kinds:
         (line,) = [ln for ln in text.splitlines() if ln.split()[0] == kind]
         assert f"{len(files[kind]['neurons'])} neurons" in line
     # one order of "top" neurons: the heatmap's panels follow neurons(); the workflow's figure order is named
@@ -225,7 +225,10 @@ def test_a_finding_reads_well_and_its_sets_are_the_runs_files(run_dir, kn, sampl
 def test_effect_is_the_workflows_perturbation_beside_its_control(run_dir, kn, sample):
     """kn.effect's rows against the workflow's own lines for this image: the set's ablation and its control's."""
     k, rec = sample["knowledge"], sample["record"]
-    found = kn.find(rec.path, k, inpainted=run_dir / sample["inpainted"], image_id=rec.id)
+    ours = json.loads((run_dir / f"results/neurons/ours/{slug(k)}/{rec.id}.json").read_text())
+    settings = Settings.of_set(ours)  # the run's thresholds: the run's sets
+    found = kn.find(rec.path, k, inpainted=run_dir / sample["inpainted"], image_id=rec.id, settings=settings)
+    assert found.sets["ours"] == ours
     effect = kn.effect(found, "ours", "ablation")
     assert list(effect.rows) == ["none", "ours", "ours_control"]
     assert effect.rows["none"][0] == kn.caption(rec.path)[0]

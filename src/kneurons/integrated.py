@@ -37,7 +37,7 @@ def path_integrals(
     image_mask: torch.Tensor,
     forward: Callable[[int], torch.Tensor],
     steps: int = IG_STEPS,
-    rows: int = 64,
+    rows: int = 20,
 ) -> torch.Tensor:
     """IG (L, P, d_ff) float32 of the output ``forward(n)`` returns, (n,) for n copies of one input whose image
     positions are ``image_mask`` (T,) bool, against the act_fn outputs of ``act_fns`` (one per layer), ``steps``
@@ -61,7 +61,7 @@ def path_integrals(
     return torch.stack([(a * t.to(a.device) / steps).cpu() for a, t in zip(activations, total, strict=True)])
 
 
-def integrated_gradients(loaded: LoadedModel, target: Target, steps: int = IG_STEPS, rows: int = 64) -> np.ndarray:
+def integrated_gradients(loaded: LoadedModel, target: Target, steps: int = IG_STEPS, rows: int = 20) -> np.ndarray:
     """IG (L, P, d_ff) float32 of every unit at every image position for P(c), the probability of ``target``'s
     token c at the last position of its prefix (the gold caption before c, teacher-forced), ``steps`` steps per
     layer and at most ``rows`` scaled copies of the prefix per pass."""

@@ -133,6 +133,13 @@ class Editing:
         """As plain values (a rule's params: a change reruns what it governs)."""
         return asdict(self) | {op: list(getattr(self, op)) for op in ("erase", "amplify", "rewrite")}
 
+    def of(self, rule: str) -> dict:
+        """The settings one editing rule reads (its params: a change reruns that rule and what depends on its
+        files, nothing else): "split" the images, "sets" the aggregation, "eval" the edits."""
+        keys = {"split": ("heldout", "locality", "seed"), "sets": ("share", "budget", "control_draws"),
+                "eval": ("erase", "amplify", "rewrite")}[rule]  # fmt: skip
+        return {k: v for k, v in self.settings().items() if k in keys}
+
     def edits(self) -> list[tuple[str, float]]:
         """Every (operation, strength) to apply, in order: erase, amplify, rewrite."""
         return [(op, s) for op in ("erase", "amplify", "rewrite") for s in getattr(self, op)]
