@@ -26,7 +26,7 @@ from kneurons.h5io import read_dump
 from kneurons.io import markdown_table, read_tsv_rows, write_text, write_tsv_rows
 from kneurons.lines import read_lines
 from kneurons.metrics import table_order
-from kneurons.names import ALL, CONTROL, NONE
+from kneurons.names import ALL, CONTROL, NONE, SHADOWED
 from kneurons.neuronsets import read_sets
 from kneurons.reporting import dose_level, dose_point, specificity_statement, strongest
 from kneurons.samples import Candidate, no_sample_note, read_tsv, sample_images, selected
@@ -121,6 +121,9 @@ def dose_response(table2_csv: str, pairwise_csv: str, out_png: str, out_md: str)
             controls.setdefault(method.removesuffix(CONTROL), []).append(dose_point(r, level))
         else:
             curves.setdefault(method, []).append(dose_point(r, level))
+    # the methods in the order (and so the colours) of the other figures: ours, the baselines, ours_stage1
+    rank = {m: i for i, m in enumerate(SHADOWED)}
+    curves = {m: curves[m] for m in sorted(curves, key=lambda m: (rank.get(m, len(rank)), m))}
     if not curves:
         statement = "No neuron set was perturbed: no knowledge target has a sample in D, or every set is empty."
         empty_figure(f"Dose–response: {statement}", out_png)
