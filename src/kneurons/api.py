@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from kneurons.captions import mentions
 from kneurons.coco import Annotation, ImageRecord, read_image
-from kneurons.dumps import TokenLayout, gradcam, image_activations, target_position, target_prefix
+from kneurons.dumps import TokenLayout, gradcam_at, image_activations, target_position, target_prefix
 from kneurons.dumpstats import activation_record, gradcam_record
 from kneurons.edit import Edit, edited, save_edited
 from kneurons.errors import DataError, KneuronsError
@@ -419,8 +419,8 @@ class KnowledgeNeurons:
         if original.shape != after.shape:
             raise DataError(f"inpainted: {after.shape[1]} image tokens against the original's {original.shape[1]}")
         try:
-            cam = gradcam(self.loaded, pixels, self.prompt, text, knowledge, synonyms, ids)
             target = target_prefix(self.loaded, pixels, self.prompt, text, knowledge, synonyms, ids)
+            cam = gradcam_at(self.loaded, target)
         except ValueError as e:
             raise KneuronsError(f"find: {e}; pass caption= with a caption that names it") from None
         ig = integrated_gradients(self.loaded, target, settings.ig_steps)

@@ -180,7 +180,12 @@ def gradcam(
     """g = O' ⊙ ∂y_c/∂O' on the original image, y_c the logit of k's first caption token at the position
     that predicts it (teacher-forced prompt + caption prefix: the emitted ``caption_ids`` where given,
     ``target_position``). No parameter gradient is computed."""
-    target = target_prefix(loaded, image, prompt, caption, name, synonyms, caption_ids)
+    return gradcam_at(loaded, target_prefix(loaded, image, prompt, caption, name, synonyms, caption_ids))
+
+
+def gradcam_at(loaded: LoadedModel, target: Target) -> GradCam:
+    """``gradcam`` at a target already found (``target_prefix``): what a caller that also integrates gradients on
+    the same prefix computes once."""
     inputs, token_id = target.inputs, target.token_id
     mask = loaded.image_positions(inputs["input_ids"])
     with torch.enable_grad(), capture_image_activations(loaded.act_fns, mask, gradients=True) as rec:

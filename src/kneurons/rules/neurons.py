@@ -51,7 +51,7 @@ def dumps(
     (``token_positions`` (P,), ``token_regions`` (P, 4)); and ``out["gradcam"]/{image_id}.h5`` with max_p g and
     mean_p g (L, d_ff), D[:, c] (L, d_ff) for Pan's score and (full) g (L, P, d_ff) f32, for the logit of k's
     first caption token."""
-    from kneurons.dumps import gradcam, image_activations, target_prefix
+    from kneurons.dumps import gradcam_at, image_activations, target_prefix
     from kneurons.integrated import integrated_gradients
 
     records = records_by_id(annotations, images)
@@ -78,8 +78,8 @@ def dumps(
             image = read_record(records[row.image_id])
             synonyms = captioning.synonyms_of(row.knowledge)
             ids = row.emitted_ids(selected_tsv)
-            cam = gradcam(loaded, image, prompt, row.caption, row.knowledge, synonyms, ids)
             target = target_prefix(loaded, image, prompt, row.caption, row.knowledge, synonyms, ids)
+            cam = gradcam_at(loaded, target)
             ig = integrated_gradients(loaded, target, settings["ig_steps"], settings["ig_rows"])
             attrs = _dump_attrs(loaded, prompt, row, cam.layout) | {
                 "token": cam.token,
